@@ -1,0 +1,52 @@
+"""trio_chat: asynchat's line- and message-based handler model, rebuilt on trio.
+
+The public names live in private modules and are re-exported here.
+"""
+
+from __future__ import annotations
+
+from ._buffer import (
+    DEFAULT_MAX_FRAME_SIZE,
+    END_OF_INPUT,
+    NEED_DATA,
+    Event,
+    Signal,
+    Terminator,
+    TerminatorBuffer,
+    TerminatorFound,
+    find_prefix_at_end,
+)
+from ._chat import AsyncChat, async_chat
+from ._exceptions import FrameTooLongError, IncompleteFrameError
+from ._producers import Producer, ProducerLike, simple_producer
+from ._version import __version__
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "END_OF_INPUT",
+    "NEED_DATA",
+    "AsyncChat",
+    "Event",
+    "FrameTooLongError",
+    "IncompleteFrameError",
+    "Producer",
+    "ProducerLike",
+    "Signal",
+    "Terminator",
+    "TerminatorBuffer",
+    "TerminatorFound",
+    "__version__",
+    "async_chat",
+    "find_prefix_at_end",
+    "simple_producer",
+]
+
+# Public objects report the public module, so docs and reprs don't point into private modules.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("trio_chat._"):
+        try:
+            _obj.__module__ = "trio_chat"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

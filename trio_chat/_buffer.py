@@ -1,0 +1,418 @@
+"""The sans-IO terminator buffer: bytes in, "collected data" and "terminator found" out.
+
+This module never imports trio (or does any I/O, or reads a clock): ``AsyncChat`` and
+``FramedStream`` are thin drivers over :class:`TerminatorBuffer`.
+
+Linear time, however the input is chunked
+------------------------------------------
+The stdlib ``asynchat.handle_read`` re-searches and re-copies the unprocessed remainder once per
+frame (``ac_in_buffer = ac_in_buffer[index + len(term):]``), which is quadratic in the number of
+frames per read. Here:
+
+* consuming input moves an offset (``_pos``) into an immutable ``bytes`` object; a frame is copied
+  out exactly once, when it is handed over;
+* data that cannot be part of a terminator is handed over as soon as it is seen, so after a failed
+  search the unconsumed remainder is only the held-back terminator prefix (at most
+  ``len(terminator) - 1`` bytes): the next search resumes at that offset, and no byte is examined
+  more than ``len(terminator)`` times;
+* ``feed`` stores without copying when everything before has been consumed (the usual case for a
+  driver that drains events after each read); otherwise chunks wait in a list that is joined once.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final, TypeAlias
+
+import attrs
+
+from ._exceptions import FrameTooLongError
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "END_OF_INPUT",
+    "NEED_DATA",
+    "Event",
+    "Signal",
+    "Terminator",
+    "TerminatorBuffer",
+    "TerminatorFound",
+    "find_prefix_at_end",
+]
+
+#: Default limit on the bytes of one frame (``bytes`` terminators only). 64 KiB is asyncio's
+#: ``StreamReader`` limit and asynchat's ``ac_in_buffer_size``; Twisted's ``LineReceiver`` and h11
+#: use 16 KiB. Long enough for any line or header block, small enough that a peer that never sends
+#: the terminator cannot make a handler that accumulates frames grow without bound.
+DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024
+
+#: What ``set_terminator`` accepts: bytes (search for them), an int (count that many bytes) or
+#: None (hand over everything). ``b""`` and ``0`` act as None.
+Terminator: TypeAlias = "bytes | int | None"
+
+
+class Signal(enum.Enum):
+    """The two events that carry no data."""
+
+    #: Every buffered byte has been handed over (or is a held-back terminator prefix): feed more.
+    NEED_DATA = "NEED_DATA"
+    #: ``feed_eof()`` was called and every buffered byte has been handed over.
+    END_OF_INPUT = "END_OF_INPUT"
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+NEED_DATA: Final = Signal.NEED_DATA
+END_OF_INPUT: Final = Signal.END_OF_INPUT
+
+
+@attrs.frozen
+class TerminatorFound:
+    """The terminator was found: the frame whose data was handed over so far is complete.
+
+    Attributes:
+        terminator: the bytes that matched, or for a count terminator the count that was set.
+    """
+
+    terminator: bytes | int
+
+
+#: What :meth:`TerminatorBuffer.next_event` returns. ``bytes`` (never empty) is collected data.
+Event: TypeAlias = "bytes | TerminatorFound | Signal"
+
+
+def find_prefix_at_end(haystack: bytes, needle: bytes) -> int:
+    """Return the length of the longest proper prefix of *needle* that *haystack* ends with.
+
+    As ``asynchat.find_prefix_at_end``: ``find_prefix_at_end(b"qwerty\\r", b"\\r\\n") == 1``.
+    """
+    n = len(needle) - 1
+    while n > 0 and not haystack.endswith(needle[:n]):
+        n -= 1
+    return max(n, 0)
+
+
+def _failure_function(term: bytes) -> list[int]:
+    """Knuth-Morris-Pratt: fail[i] is the longest proper border of term[: i + 1]."""
+    fail = [0] * len(term)
+    k = 0
+    for i in range(1, len(term)):
+        while k and term[i] != term[k]:
+            k = fail[k - 1]
+        if term[i] == term[k]:
+            k += 1
+        fail[i] = k
+    return fail
+
+
+# Up to this length the held-back prefix is found with ``endswith`` over precomputed prefixes
+# (fast for the usual 1-4 byte terminators); longer ones use a KMP scan of the last
+# ``len(term) - 1`` bytes, which stays O(len(term)) even for terminators like b"aaaa...a".
+_SHORT_TERMINATOR = 32
+
+
+class _BytesReader:
+    """Searches for a bytes terminator; holds back a possible terminator prefix."""
+
+    __slots__ = ("_fail", "_found", "_prefixes", "frame_len", "term")
+
+    def __init__(self, term: bytes) -> None:
+        self.term = term
+        self._found = TerminatorFound(term)
+        self.frame_len = 0  # bytes of the current frame handed over so far
+        if len(term) <= _SHORT_TERMINATOR:
+            self._prefixes = tuple(term[:n] for n in range(len(term) - 1, 0, -1))
+            self._fail: list[int] | None = None
+        else:
+            self._prefixes = ()
+            self._fail = _failure_function(term)
+
+    @property
+    def terminator(self) -> bytes:
+        return self.term
+
+    def _held_back(self, data: bytes, start: int) -> int:
+        """Length of the longest terminator prefix that ``data[start:]`` ends with."""
+        fail = self._fail
+        if fail is None:
+            for prefix in self._prefixes:
+                if data.endswith(prefix, start):
+                    return len(prefix)
+            return 0
+        term = self.term
+        q = 0
+        for c in data[max(start, len(data) - len(term) + 1) :]:
+            while q and term[q] != c:
+                q = fail[q - 1]
+            if term[q] == c:
+                q += 1
+        return q
+
+    def next_event(self, buf: TerminatorBuffer) -> Event:
+        data = buf._data
+        pos = buf._pos
+        term = self.term
+        limit = buf._max_frame_size
+        if limit is None:
+            idx = data.find(term, pos)
+        else:
+            # Never look further than the limit allows: a hostile peer's megabytes are refused
+            # after scanning at most max_frame_size + len(term) bytes.
+            idx = data.find(term, pos, pos + limit - self.frame_len + len(term))
+        if idx >= 0:
+            n = idx - pos
+            if limit is not None and self.frame_len + n > limit:
+                return self._refuse(buf, limit)
+            buf._pos = idx + len(term)
+            self.frame_len = 0
+            if n:
+                buf._found = self._found
+                return data[pos:idx]
+            return self._found
+        end = len(data)
+        if not buf._eof:
+            end -= self._held_back(data, pos)
+        if limit is not None and self.frame_len + end - pos > limit:
+            return self._refuse(buf, limit)
+        if end == pos:
+            return END_OF_INPUT if buf._eof else NEED_DATA
+        buf._pos = end
+        self.frame_len += end - pos
+        return data[pos:end]
+
+    def _refuse(self, buf: TerminatorBuffer, limit: int) -> Event:
+        # Hand over the frame up to the limit first, so the events before the error are the same
+        # however the input was chunked.
+        allowed = limit - self.frame_len
+        if allowed <= 0:
+            raise FrameTooLongError(limit, self.term)
+        pos = buf._pos
+        buf._pos = pos + allowed
+        self.frame_len = limit
+        return buf._data[pos : pos + allowed]
+
+
+class _CountReader:
+    """Hands over exactly ``remaining`` more bytes, then the terminator."""
+
+    __slots__ = ("_found", "count", "remaining")
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.remaining = count
+        self._found = TerminatorFound(count)
+
+    @property
+    def terminator(self) -> int:
+        return self.remaining
+
+    def next_event(self, buf: TerminatorBuffer) -> Event:
+        data = buf._data
+        pos = buf._pos
+        avail = len(data) - pos
+        if avail == 0:
+            return END_OF_INPUT if buf._eof else NEED_DATA
+        n = self.remaining
+        if avail < n:
+            self.remaining = n - avail
+            buf._pos = len(data)
+            return data[pos:] if pos else data
+        # Satisfied: asynchat leaves the terminator at 0, which then acts as None.
+        buf._pos = pos + n
+        buf._reader = _NoneReader(0)
+        buf._found = self._found
+        return data[pos : pos + n]
+
+
+class _NoneReader:
+    """Hands over everything (terminator None, ``b""`` or ``0``)."""
+
+    __slots__ = ("terminator",)
+
+    def __init__(self, terminator: bytes | int | None) -> None:
+        self.terminator = terminator
+
+    def next_event(self, buf: TerminatorBuffer) -> Event:
+        data = buf._data
+        pos = buf._pos
+        if pos == len(data):
+            return END_OF_INPUT if buf._eof else NEED_DATA
+        buf._pos = len(data)
+        return data[pos:] if pos else data
+
+
+_Reader: TypeAlias = "_BytesReader | _CountReader | _NoneReader"
+
+
+def _make_reader(term: object) -> _Reader:
+    if term is None:
+        return _NoneReader(None)
+    if isinstance(term, (bytearray, memoryview)):
+        term = bytes(term)
+    if isinstance(term, bytes):
+        return _BytesReader(term) if term else _NoneReader(term)
+    if isinstance(term, int) and not isinstance(term, bool):
+        if term < 0:
+            raise ValueError(
+                f"a count terminator must be >= 0, not {term}; use None to collect everything"
+            )
+        return _CountReader(term) if term else _NoneReader(term)
+    if isinstance(term, str):
+        raise TypeError(
+            f"terminator must be bytes, int or None, not 'str' (encode it: {term.encode()!r})"
+        )
+    raise TypeError(f"terminator must be bytes, int or None, not {type(term).__name__!r}")
+
+
+def _check_max_frame_size(value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"max_frame_size must be an int or None, not {type(value).__name__!r}")
+    if value < 0:
+        raise ValueError(f"max_frame_size must be >= 0 (or None for no limit), not {value}")
+    return value
+
+
+class TerminatorBuffer:
+    """Splits a byte stream into frames by a terminator that may change between events.
+
+    Feed bytes with :meth:`feed` (it only stores them), then call :meth:`next_event` until it
+    returns :data:`NEED_DATA`. Each event is one of:
+
+    * ``bytes`` (never empty): collected data, part of the current frame;
+    * :class:`TerminatorFound`: the current frame is complete;
+    * :data:`NEED_DATA`: feed more bytes;
+    * :data:`END_OF_INPUT`: :meth:`feed_eof` was called and everything was handed over.
+
+    A change of terminator applies at once to bytes already buffered. With a ``bytes`` terminator
+    only a possible terminator prefix at the end of the data is held back, and it is handed over
+    at EOF. More than ``max_frame_size`` frame bytes without the terminator raise
+    :class:`FrameTooLongError` (after the first ``max_frame_size`` bytes were handed over),
+    independently of how the input was chunked.
+
+    Args:
+        terminator: the initial terminator (see :meth:`set_terminator`).
+        max_frame_size: the most bytes a frame may have with a ``bytes`` terminator, or None.
+    """
+
+    __slots__ = ("_data", "_eof", "_found", "_max_frame_size", "_pending", "_pos", "_reader")
+
+    def __init__(
+        self, terminator: Terminator = None, *, max_frame_size: int | None = DEFAULT_MAX_FRAME_SIZE
+    ) -> None:
+        self._data = b""
+        self._pos = 0
+        self._pending: list[bytes] = []
+        self._eof = False
+        self._found: TerminatorFound | None = None
+        self._max_frame_size = _check_max_frame_size(max_frame_size)
+        self._reader: _Reader = _make_reader(terminator)
+
+    @property
+    def max_frame_size(self) -> int | None:
+        """The most bytes one frame may have with a ``bytes`` terminator (None: no limit)."""
+        return self._max_frame_size
+
+    @max_frame_size.setter
+    def max_frame_size(self, value: int | None) -> None:
+        self._max_frame_size = _check_max_frame_size(value)
+
+    def set_terminator(self, terminator: Terminator) -> None:
+        """Set the terminator: bytes to search for, a count of bytes, or None for everything.
+
+        ``b""`` and ``0`` act as None. It applies at once, to bytes already buffered too.
+
+        Raises:
+            TypeError: *terminator* is a ``str`` (pass bytes) or another type.
+            ValueError: *terminator* is a negative int.
+        """
+        self._reader = _make_reader(terminator)
+
+    def get_terminator(self) -> Terminator:
+        """The current terminator; a count terminator reports the bytes still wanted."""
+        return self._reader.terminator
+
+    @property
+    def terminator(self) -> Terminator:
+        """The current terminator (as :meth:`get_terminator`)."""
+        return self._reader.terminator
+
+    @property
+    def eof(self) -> bool:
+        """Whether :meth:`feed_eof` was called."""
+        return self._eof
+
+    @property
+    def buffered(self) -> int:
+        """Bytes fed but not yet handed over."""
+        return len(self._data) - self._pos + sum(map(len, self._pending))
+
+    @property
+    def frame_started(self) -> bool:
+        """Whether data of an unfinished frame was handed over since the last terminator."""
+        reader = self._reader
+        if isinstance(reader, _BytesReader):
+            return reader.frame_len > 0
+        if isinstance(reader, _CountReader):
+            return reader.remaining < reader.count
+        return False
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Store *data* for the next events; never processes anything itself.
+
+        Raises:
+            RuntimeError: :meth:`feed_eof` was already called.
+            TypeError: *data* is not bytes-like.
+        """
+        if type(data) is not bytes:
+            if isinstance(data, str):
+                raise TypeError("feed() takes bytes, not 'str' (encode it first)")
+            data = bytes(data)
+        if self._eof:
+            raise RuntimeError("feed() after feed_eof(): the input has already ended")
+        if not data:
+            return
+        if self._pos == len(self._data) and not self._pending:
+            self._data = data
+            self._pos = 0
+        else:
+            self._pending.append(data)
+
+    def feed_eof(self) -> None:
+        """Mark the end of the input: held-back bytes are handed over, then END_OF_INPUT."""
+        self._eof = True
+
+    def clear(self) -> None:
+        """Drop every byte fed but not yet handed over (and a terminator not yet reported)."""
+        self._data = b""
+        self._pos = 0
+        self._pending.clear()
+        self._found = None
+        if isinstance(self._reader, _BytesReader):
+            self._reader.frame_len = 0
+
+    def next_event(self) -> Event:
+        """Return the next event (see the class docstring).
+
+        Raises:
+            FrameTooLongError: a frame exceeded ``max_frame_size``; it is raised again on every
+                call until the terminator or the limit is changed or the buffer cleared.
+        """
+        found = self._found
+        if found is not None:
+            self._found = None
+            return found
+        if self._pending:
+            # Joined once, so many small feeds between drains stay linear.
+            self._data = self._data[self._pos :] + b"".join(self._pending)
+            self._pos = 0
+            self._pending.clear()
+        return self._reader.next_event(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"<TerminatorBuffer terminator={self.terminator!r} buffered={self.buffered}"
+            f"{' eof' if self._eof else ''}>"
+        )
