@@ -5,6 +5,8 @@ The public names live in private modules and are re-exported here.
 
 from __future__ import annotations
 
+import contextlib
+
 from ._buffer import (
     DEFAULT_MAX_FRAME_SIZE,
     END_OF_INPUT,
@@ -19,6 +21,7 @@ from ._buffer import (
 from ._chat import AsyncChat, async_chat
 from ._exceptions import FrameTooLongError, IncompleteFrameError
 from ._producers import Producer, ProducerLike, simple_producer
+from ._serve import HandlerFactory, serve_listeners, serve_tcp
 from ._version import __version__
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "AsyncChat",
     "Event",
     "FrameTooLongError",
+    "HandlerFactory",
     "IncompleteFrameError",
     "Producer",
     "ProducerLike",
@@ -38,6 +42,8 @@ __all__ = [
     "__version__",
     "async_chat",
     "find_prefix_at_end",
+    "serve_listeners",
+    "serve_tcp",
     "simple_producer",
 ]
 
@@ -45,8 +51,6 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("trio_chat._"):
-        try:
+        with contextlib.suppress(AttributeError, TypeError):
             _obj.__module__ = "trio_chat"
-        except (AttributeError, TypeError):
-            pass
 del _name, _obj

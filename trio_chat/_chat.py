@@ -86,7 +86,7 @@ class AsyncChat:
     # ------------------------------------------------------------------ hooks
 
     def collect_incoming_data(self, data: bytes) -> None:
-        """Called with each piece of incoming data (never empty) that belongs to the current frame."""
+        """Called with each piece (never empty) of the current frame's incoming data."""
         raise NotImplementedError("subclasses of AsyncChat must implement collect_incoming_data")
 
     def found_terminator(self) -> Awaitable[None] | None:
@@ -323,7 +323,7 @@ class AsyncChat:
         while not (self._closing or self._closed):
             event = next_event()
             if event.__class__ is bytes:
-                result = collect(event)  # type: ignore[arg-type,func-returns-value]
+                result = collect(event)
                 if result is not None:
                     await self._call_hook(result)
             elif event is NEED_DATA or event is END_OF_INPUT:
@@ -357,7 +357,7 @@ class AsyncChat:
                 if item.__class__ is bytes:
                     # Coalesce what is already queued: a burst of small replies is one write.
                     chunks = [item]
-                    size = len(item)  # type: ignore[arg-type]
+                    size = len(item)
                     while size < self.ac_out_buffer_size:
                         try:
                             item = receive.receive_nowait()
@@ -367,8 +367,8 @@ class AsyncChat:
                             held = item
                             break
                         chunks.append(item)
-                        size += len(item)  # type: ignore[arg-type]
-                    await stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))  # type: ignore[arg-type]
+                        size += len(item)
+                    await stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
                     if generation == self._generation:
                         self._set_queued(self._queued - size)
                 else:

@@ -18,7 +18,7 @@ class FrameTooLongError(Exception):
         self.terminator = terminator
         super().__init__(
             f"more than {limit} bytes arrived without the terminator {terminator!r}; "
-            f"raise max_frame_size (or pass None to disable the limit) if such frames are legitimate"
+            "raise max_frame_size (or pass None to disable the limit) if such frames are legitimate"
         )
 
 

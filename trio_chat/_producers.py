@@ -56,7 +56,7 @@ class simple_producer:  # noqa: N801 - asynchat's name, kept for drop-in parity
 def as_bytes(data: object, what: str) -> bytes:
     """Return *data* as immutable bytes (a snapshot), or raise a TypeError naming *what*."""
     if data.__class__ is bytes:
-        return data  # type: ignore[return-value]
+        return data
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     hint = " (encode it first, e.g. s.encode())" if isinstance(data, str) else ""
