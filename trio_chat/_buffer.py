@@ -409,6 +409,9 @@ class TerminatorBuffer:
             self._data = self._data[self._pos :] + b"".join(self._pending)
             self._pos = 0
             self._pending.clear()
+        elif self._pos == len(self._data):
+            # Everything handed over: every reader would say so, without searching.
+            return END_OF_INPUT if self._eof else NEED_DATA
         return self._reader.next_event(self)
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Any, ClassVar, Final
 
@@ -29,6 +30,7 @@ from ._buffer import (
     TerminatorBuffer,
 )
 from ._producers import ProducerLike, as_bytes
+from ._util import peer_name
 
 __all__ = ["AsyncChat", "async_chat"]
 
@@ -60,6 +62,12 @@ class AsyncChat:
             read when the handler is created and by :meth:`set_terminator`.
         out_high_water: while more than this many pushed bytes wait to be sent, the receive loop
             stops reading (it resumes at half of it).
+        max_queued_bytes: when pushes made by *other* tasks (a chat room broadcasting, say) leave
+            more than this many bytes waiting, the peer reads too slowly: the connection is closed
+            and the reason logged (None: no limit). The handler's own pushes are bounded by
+            ``out_high_water`` instead.
+        idle_timeout: seconds without input after which the connection is closed and it is
+            logged (None: wait forever).
     """
 
     # 64 KiB: asynchat's sizes, and what one loopback read typically returns.
@@ -69,6 +77,10 @@ class AsyncChat:
     # Four writes' worth: enough to keep the send loop busy while the receive loop is paused, and
     # with one read of input (ac_in_buffer_size) it bounds what a connection holds by itself.
     out_high_water: int = 4 * 65536
+    # 4 MiB: sixty-four 64 KiB writes of backlog for one slow peer before it is cut off; a handler
+    # that streams more than that to a peer should use push_with_producer(), which is pulled.
+    max_queued_bytes: int | None = 4 * 1024 * 1024
+    idle_timeout: float | None = None
 
     def __init__(self, stream: trio.abc.Stream | None = None) -> None:
         self._stream = stream
@@ -82,6 +94,9 @@ class AsyncChat:
         self._running = False
         self._scope: trio.CancelScope | None = None
         self._error: Exception | None = None
+        self._receive_task: trio.lowlevel.Task | None = None
+        self._send_idle = True  # the send loop waits on an empty queue
+        self._flushed: trio.Event | None = None  # set when the send loop becomes idle
 
     # ------------------------------------------------------------------ hooks
 
@@ -113,6 +128,16 @@ class AsyncChat:
     def stream(self) -> trio.abc.Stream | None:
         """The stream this handler talks over."""
         return self._stream
+
+    @property
+    def peer(self) -> str:
+        """The peer's address for log messages (``"?"`` when the stream has none)."""
+        return peer_name(self._stream)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Pushed bytes not yet written to the stream (producers are not counted)."""
+        return self._queued
 
     @property
     def closed(self) -> bool:
@@ -147,6 +172,21 @@ class AsyncChat:
         if data:
             self._queued += len(data)
             self._out_send.send_nowait(data)
+            limit = self.max_queued_bytes
+            if (
+                limit is not None
+                and self._queued > limit
+                and self._receive_task is not None
+                and trio.lowlevel.current_task() is not self._receive_task
+            ):
+                logger.warning(
+                    "closing connection to %s: %d bytes of output are waiting, more than "
+                    "max_queued_bytes=%d (the peer reads too slowly)",
+                    self.peer,
+                    self._queued,
+                    limit,
+                )
+                self.close()
 
     def push_with_producer(self, producer: ProducerLike) -> None:
         """Queue a producer, pulled only as fast as the peer reads; never blocks.
@@ -201,6 +241,40 @@ class AsyncChat:
         if self._closing and not self._closed:
             self._out_send.send_nowait(_CLOSE)
 
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        *,
+        server_side: bool = True,
+        server_hostname: str | None = None,
+    ) -> None:
+        """Upgrade this connection to TLS in mid-conversation (STARTTLS).
+
+        Call it from an ``async def found_terminator`` after pushing the reply that announces the
+        upgrade. It waits until all queued output was written (in plaintext), discards every
+        byte of input already received but not yet processed, wraps the stream in a
+        :class:`trio.SSLStream` and completes the handshake. Discarding matters: plaintext that a
+        peer (or an attacker in the middle) pipelined after the upgrade command must never be read
+        as if it had come through TLS (the STARTTLS command injection hole, CVE-2011-0411).
+
+        Raises:
+            trio.BusyResourceError: not called from the receive loop (a hook).
+            trio.BrokenResourceError: the handshake failed.
+        """
+        if trio.lowlevel.current_task() is not self._receive_task:
+            raise trio.BusyResourceError(
+                "start_tls() must be awaited from a hook (e.g. an async found_terminator), "
+                "where the receive loop is not reading"
+            )
+        await self._wait_flushed()
+        self._buffer.clear()
+        assert self._stream is not None
+        tls = trio.SSLStream(
+            self._stream, ssl_context, server_side=server_side, server_hostname=server_hostname
+        )
+        self._stream = tls
+        await tls.do_handshake()
+
     # ------------------------------------------------------------------- run
 
     async def run(self, stream: trio.abc.Stream | None = None) -> None:
@@ -225,7 +299,6 @@ class AsyncChat:
             raise trio.BusyResourceError("this AsyncChat is already running")
         if self._scope is not None:
             raise trio.ClosedResourceError("this AsyncChat already ran; create a new one")
-        stream = self._stream
         self._running = True
         self._buffer.max_frame_size = self.max_frame_size
         try:
@@ -240,7 +313,8 @@ class AsyncChat:
             self._closed = True
             self._running = False
             self._discard_output()
-            await trio.aclose_forcefully(stream)
+            # self._stream, not stream: after start_tls() it is the TLS stream wrapping it.
+            await trio.aclose_forcefully(self._stream)
         if self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -259,6 +333,13 @@ class AsyncChat:
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
         self._set_queued(0)
+
+    async def _wait_flushed(self) -> None:
+        """Wait until every queued item was written and the send loop is idle."""
+        while not self._send_idle or self._out_recv.statistics().current_buffer_used:
+            self._flushed = event = self._flushed or trio.Event()
+            await event.wait()
+        await trio.lowlevel.checkpoint()
 
     def _set_queued(self, n: int) -> None:
         self._queued = n
@@ -292,15 +373,30 @@ class AsyncChat:
             await trio.lowlevel.checkpoint()
 
     async def _receive_loop(self) -> None:
-        stream = self._stream
-        assert stream is not None
+        self._receive_task = trio.lowlevel.current_task()
         await self._call_hook(self.handle_connect())
         while not (self._closing or self._closed):
             if self._queued > self.out_high_water:
                 await self._throttle()
                 continue
+            stream = self._stream  # read each time: start_tls() replaces it
+            assert stream is not None
             try:
-                data = await stream.receive_some(self.ac_in_buffer_size)
+                timeout = self.idle_timeout
+                if timeout is None:
+                    data = await stream.receive_some(self.ac_in_buffer_size)
+                else:
+                    data = None
+                    with trio.move_on_after(timeout):
+                        data = await stream.receive_some(self.ac_in_buffer_size)
+                    if data is None:
+                        logger.info(
+                            "closing connection to %s: no input for %s seconds (idle_timeout)",
+                            self.peer,
+                            timeout,
+                        )
+                        self.close()
+                        return
             except trio.BrokenResourceError as exc:
                 logger.debug("connection reset by peer while receiving: %r", exc)
                 data = b""
@@ -338,16 +434,24 @@ class AsyncChat:
                     await self._throttle()
 
     async def _send_loop(self) -> None:
-        stream = self._stream
-        assert stream is not None
         receive = self._out_recv
         held: object = None  # an item taken off the channel while coalescing, sent next
         try:
             while True:
                 if held is None:
-                    item = await receive.receive()
+                    try:
+                        item = receive.receive_nowait()
+                    except trio.WouldBlock:
+                        self._send_idle = True
+                        if self._flushed is not None:
+                            self._flushed.set()
+                            self._flushed = None
+                        item = await receive.receive()
+                    self._send_idle = False
                 else:
                     item, held = held, None
+                stream = self._stream  # read each time: start_tls() replaces it
+                assert stream is not None
                 if item is _CLOSE:
                     self._closed = True
                     assert self._scope is not None

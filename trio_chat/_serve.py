@@ -14,6 +14,7 @@ from typing import Any, Final, NoReturn
 import trio
 
 from ._chat import AsyncChat
+from ._util import peer_name
 
 __all__ = ["HandlerFactory", "serve_listeners", "serve_tcp"]
 
@@ -21,21 +22,6 @@ logger: Final = logging.getLogger("trio_chat")
 
 #: Makes the handler of one connection from its stream; an ``AsyncChat`` subclass qualifies.
 HandlerFactory = Callable[[trio.abc.Stream], AsyncChat]
-
-
-def peer_name(stream: trio.abc.Stream) -> str:
-    """A printable peer address for log messages ("?" when the stream has none)."""
-    sock = getattr(stream, "socket", None)
-    if sock is None:
-        inner = getattr(stream, "transport_stream", None)
-        sock = getattr(inner, "socket", None)
-    try:
-        peer = sock.getpeername() if sock is not None else None
-    except OSError:
-        peer = None
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return "?" if not peer else str(peer)
 
 
 async def run_handler(handler_factory: HandlerFactory, stream: trio.abc.Stream) -> None:
