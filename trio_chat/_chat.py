@@ -95,7 +95,10 @@ class AsyncChat:
         self._scope: trio.CancelScope | None = None
         self._error: Exception | None = None
         self._receive_task: trio.lowlevel.Task | None = None
-        self._send_idle = True  # the send loop waits on an empty queue
+        self._send_idle = True  # the send loop is parked on an empty queue
+        # The send loop parks here rather than in receive(): a blocked receive() would take the
+        # next item straight out of the channel, where discard_buffers() could no longer drop it.
+        self._wakeup = trio.lowlevel.ParkingLot()
         self._flushed: trio.Event | None = None  # set when the send loop becomes idle
 
     # ------------------------------------------------------------------ hooks
@@ -171,7 +174,7 @@ class AsyncChat:
         self._check_open("push")
         if data:
             self._queued += len(data)
-            self._out_send.send_nowait(data)
+            self._enqueue(data)
             limit = self.max_queued_bytes
             if (
                 limit is not None
@@ -212,7 +215,7 @@ class AsyncChat:
                 f" of bytes, not {type(producer).__name__!r}{hint}"
             )
         self._check_open("push_with_producer")
-        self._out_send.send_nowait(producer)
+        self._enqueue(producer)
 
     def close_when_done(self) -> None:
         """Close the connection once everything queued so far is sent; never blocks.
@@ -223,7 +226,7 @@ class AsyncChat:
         if self._closing or self._closed:
             return
         self._closing = True
-        self._out_send.send_nowait(_CLOSE)
+        self._enqueue(_CLOSE)
 
     def close(self) -> None:
         """Close the connection now, dropping queued output; never blocks."""
@@ -239,7 +242,7 @@ class AsyncChat:
         self._buffer.clear()
         self._discard_output()
         if self._closing and not self._closed:
-            self._out_send.send_nowait(_CLOSE)
+            self._enqueue(_CLOSE)
 
     async def start_tls(
         self,
@@ -324,6 +327,11 @@ class AsyncChat:
     def _check_open(self, what: str) -> None:
         if self._closed or self._closing:
             raise trio.ClosedResourceError(f"{what}() on a connection that is closed or closing")
+
+    def _enqueue(self, item: object) -> None:
+        self._out_send.send_nowait(item)
+        if self._send_idle:
+            self._wakeup.unpark()
 
     def _discard_output(self) -> None:
         self._generation += 1
@@ -446,7 +454,8 @@ class AsyncChat:
                         if self._flushed is not None:
                             self._flushed.set()
                             self._flushed = None
-                        item = await receive.receive()
+                        await self._wakeup.park()
+                        continue
                     self._send_idle = False
                 else:
                     item, held = held, None

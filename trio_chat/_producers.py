@@ -19,10 +19,11 @@ class Producer(Protocol):
     def more(self) -> bytes: ...
 
 
+#: The bytes-like objects ``push`` accepts.
+BytesLike: TypeAlias = "bytes | bytearray | memoryview"
+
 #: Everything ``push_with_producer`` accepts.
-ProducerLike: TypeAlias = (
-    "Producer | bytes | bytearray | memoryview | Iterable[bytes] | AsyncIterable[bytes]"
-)
+ProducerLike: TypeAlias = "Producer | BytesLike | Iterable[BytesLike] | AsyncIterable[BytesLike]"
 
 
 class simple_producer:  # noqa: N801 - asynchat's name, kept for drop-in parity

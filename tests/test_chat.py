@@ -1,0 +1,594 @@
+"""AsyncChat over trio.testing memory streams: every point of the handler contract."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from email.parser import BytesHeaderParser
+from typing import Any
+
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+
+import trio_chat
+from trio_chat import AsyncChat, FrameTooLongError, simple_producer
+
+
+class Lines(AsyncChat):
+    """Collects frames; replies to each with ``reply(frame)`` if set."""
+
+    def __init__(self, stream: trio.abc.Stream | None = None, term: Any = b"\n") -> None:
+        super().__init__(stream)
+        self.set_terminator(term)
+        self.pieces: list[bytes] = []
+        self.all_pieces: list[bytes] = []
+        self.frames: list[bytes] = []
+        self.closed_by_peer = False
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        self.pieces.append(data)
+        self.all_pieces.append(data)
+
+    def found_terminator(self) -> None:
+        frame = b"".join(self.pieces)
+        self.pieces.clear()
+        self.frames.append(frame)
+        self.on_frame(frame)
+
+    def on_frame(self, frame: bytes) -> None:
+        self.push(frame.upper() + b"\n")
+
+    def handle_close(self) -> None:
+        self.closed_by_peer = True
+        super().handle_close()
+
+
+async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
+    out = bytearray()
+    while data := await stream.receive_some():
+        out += data
+    return bytes(out)
+
+
+async def test_echo_over_memory_streams() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    chat = Lines(server)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            for piece in [b"hel", b"lo\nwo", b"rld\n\n", b"x"]:
+                await client.send_all(piece)
+            await client.send_eof()
+            assert await read_all(client) == b"HELLO\nWORLD\n\nX\n"[:-2]
+    assert chat.frames == [b"hello", b"world", b""]
+    assert chat.pieces == [b"x"]  # handed over at EOF, no terminator followed
+    assert chat.closed_by_peer
+    assert chat.closed
+
+
+async def test_half_closed_peer_still_gets_the_reply() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(Lines(server).run)
+            await client.send_all(b"request\n")
+            await client.send_eof()
+            assert await read_all(client) == b"REQUEST\n"
+
+
+async def test_collected_data_is_never_empty() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    chat = Lines(server, b"\r\n")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            for byte in b"\r\n\r\nab\r\r\n\r":
+                await client.send_all(bytes([byte]))
+            await client.send_eof()
+            await read_all(client)
+    assert all(chat.all_pieces)
+    assert chat.frames == [b"", b"", b"ab\r"]
+    assert chat.pieces == [b"\r"]
+
+
+async def test_async_found_terminator_is_awaited_before_more_input() -> None:
+    events: list[str] = []
+
+    class Slow(Lines):
+        async def found_terminator(self) -> None:  # type: ignore[override]
+            frame = b"".join(self.pieces)
+            self.pieces.clear()
+            events.append(f"start {frame.decode()}")
+            await trio.sleep(0.01)
+            events.append(f"end {frame.decode()}")
+
+        def collect_incoming_data(self, data: bytes) -> None:
+            events.append(f"data {data.decode()}")
+            super().collect_incoming_data(data)
+
+    client, server = trio.testing.memory_stream_pair()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(Slow(server).run)
+            await client.send_all(b"a\nb\n")
+            await client.send_eof()
+            await read_all(client)
+    assert events == ["data a", "start a", "end a", "data b", "start b", "end b"]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_handle_connect_runs_before_input_and_its_push_goes_first(kind: str) -> None:
+    seen_frames_at_connect: list[int] = []
+
+    class Greeter(Lines):
+        def handle_connect(self) -> Awaitable[None] | None:
+            if kind == "sync":
+                self.greet()
+                return None
+            return self.greet_later()
+
+        def greet(self) -> None:
+            seen_frames_at_connect.append(len(self.frames))
+            self.push(b"220 hello\n")
+
+        async def greet_later(self) -> None:
+            await trio.sleep(0.01)
+            self.greet()
+
+    client, server = trio.testing.memory_stream_pair()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await client.send_all(b"early\n")  # already waiting when run() starts
+            nursery.start_soon(Greeter(server).run)
+            await client.send_eof()
+            assert await read_all(client) == b"220 hello\nEARLY\n"
+    assert seen_frames_at_connect == [0]
+
+
+async def test_pushes_before_run_are_sent_first_and_order_is_kept() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    chat = Lines(server)
+    chat.push(b"one ")
+    chat.push_with_producer(simple_producer(b"two ", buffer_size=1))
+    chat.push(bytearray(b"three "))
+    chat.push_with_producer(iter([b"fo", b"ur "]))
+    chat.push(memoryview(b"five\n"))
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            await client.send_all(b"six\n")
+            await client.send_eof()
+            assert await read_all(client) == b"one two three four five\nSIX\n"
+
+
+async def test_push_sends_the_bytes_as_they_were_at_the_call() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    chat = Lines(server)
+    data = bytearray(b"before\n")
+    chat.push(data)
+    data[:] = b"AFTER!\n"
+    view_source = bytearray(b"view\n")
+    chat.push(memoryview(view_source))
+    view_source[:] = b"XXXX\n"
+    chat.close_when_done()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            assert await read_all(client) == b"before\nview\n"
+
+
+def test_push_type_checks() -> None:
+    chat = Lines()
+    with pytest.raises(TypeError, match=r"not 'str' \(encode it first"):
+        chat.push("text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not 'int'"):
+        chat.push(10)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not 'str'"):
+        chat.push_with_producer("text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not 'int'"):
+        chat.push_with_producer(10)  # type: ignore[arg-type]
+    chat.push(b"")  # empty pushes are fine and send nothing
+    assert chat.queued_bytes == 0
+
+
+def test_set_terminator_rules() -> None:
+    chat = Lines()
+    with pytest.raises(TypeError, match=r"not 'str' \(encode it: b'\\n'\)"):
+        chat.set_terminator("\n")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=">= 0"):
+        chat.set_terminator(-5)
+    for term in (b"", 0, None, b"\r\n", 7):
+        chat.set_terminator(term)
+        assert chat.get_terminator() == term
+
+
+async def test_numeric_terminator_reports_zero_when_satisfied() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    chat = Lines(server, 3)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            await client.send_all(b"ab")
+            await trio.testing.wait_all_tasks_blocked()
+            assert chat.get_terminator() == 1
+            await client.send_all(b"cdef")
+            await client.send_eof()
+            await read_all(client)
+    assert chat.frames == [b"abc"]
+    assert chat.get_terminator() == 0
+    assert chat.pieces == [b"def"]  # 0 acts as None
+
+
+async def test_http_request_reader_from_the_asynchat_docs() -> None:
+    """The example at the end of the asynchat documentation, on trio_chat."""
+
+    class HttpRequestHandler(AsyncChat):
+        def __init__(self, stream: trio.abc.Stream) -> None:
+            super().__init__(stream)
+            self.ibuffer: list[bytes] = []
+            self.set_terminator(b"\r\n\r\n")
+            self.reading_headers = True
+            self.handling = False
+            self.cgi_data: bytes | None = None
+            self.op = b""
+            self.headers: dict[str, str] = {}
+
+        def collect_incoming_data(self, data: bytes) -> None:
+            self.ibuffer.append(data)
+
+        def parse_headers(self, data: bytes) -> None:
+            request_line, _, rest = data.partition(b"\r\n")
+            self.op = request_line.split()[0]
+            self.headers = dict(BytesHeaderParser().parsebytes(rest).items())
+
+        def found_terminator(self) -> None:
+            if self.reading_headers:
+                self.reading_headers = False
+                self.parse_headers(b"".join(self.ibuffer))
+                self.ibuffer = []
+                if self.op.upper() == b"POST":
+                    self.set_terminator(int(self.headers["Content-Length"]))
+                else:
+                    self.handling = True
+                    self.set_terminator(None)
+                    self.handle_request()
+            elif not self.handling:
+                self.set_terminator(None)  # browsers sometimes over-send
+                self.cgi_data = b"".join(self.ibuffer)
+                self.handling = True
+                self.ibuffer = []
+                self.handle_request()
+
+        def handle_request(self) -> None:
+            body = b"%s %d\n" % (self.op, len(self.cgi_data or b""))
+            self.push(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            self.close_when_done()
+
+    request = b"POST /form HTTP/1.0\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello=worldEXTRA-BYTES"
+    for cut in range(0, len(request) + 1, 7):
+        client, server = trio.testing.memory_stream_pair()
+        handler = HttpRequestHandler(server)
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(handler.run)
+                await client.send_all(request[:cut])
+                await client.send_all(request[cut:])
+                reply = await read_all(client)
+        assert reply == b"HTTP/1.0 200 OK\r\nContent-Length: 8\r\n\r\nPOST 11\n", cut
+        assert handler.cgi_data == b"hello=world"
+        assert handler.headers["Host"] == "x"
+        assert handler.get_terminator() is None
+
+
+async def test_close_when_done_flushes_then_closes_and_stops_reading() -> None:
+    class Quitter(Lines):
+        def on_frame(self, frame: bytes) -> None:
+            if frame == b"QUIT":
+                self.push(b"bye\n")
+                self.close_when_done()
+            else:
+                super().on_frame(frame)
+
+    client, server = trio.testing.memory_stream_pair()
+    chat = Quitter(server)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            await client.send_all(b"a\nQUIT\nafter\n")
+            assert await read_all(client) == b"A\nbye\n"
+    assert chat.frames == [b"a", b"QUIT"]  # input after close_when_done is not processed
+    with pytest.raises(trio.ClosedResourceError):
+        chat.push(b"late")
+
+
+async def test_close_drops_queued_output() -> None:
+    client, server = trio.testing.lockstep_stream_pair()
+    chat = Lines(server)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            chat.push(b"x" * 1000)
+            await trio.testing.wait_all_tasks_blocked()  # in flight: the peer doesn't read
+            chat.push(b"never sent")
+            chat.close()
+            received = await read_all(client)
+    assert b"never sent" not in received
+    assert chat.queued_bytes == 0
+    with pytest.raises(trio.ClosedResourceError, match="closed or closing"):
+        chat.push(b"x")
+
+
+async def test_close_before_run_closes_the_stream() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    chat = Lines(server)
+    chat.push(b"dropped")
+    chat.close()
+    with trio.fail_after(5):
+        await chat.run()
+        assert await read_all(client) == b""
+
+
+async def test_discard_buffers_drops_output_and_unprocessed_input() -> None:
+    class Discarder(Lines):
+        def on_frame(self, frame: bytes) -> None:
+            if frame == b"RESET":
+                self.discard_buffers()
+                self.push(b"reset\n")
+            else:
+                self.push(frame + b"\n")
+
+    client, server = trio.testing.lockstep_stream_pair()
+    chat = Discarder(server)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            # One read: "b" is queued, then RESET drops it and the unprocessed "c" and "d".
+            await client.send_all(b"a\n")
+            assert await client.receive_some() == b"a\n"
+            nursery.start_soon(client.send_all, b"b\nRESET\nc\nd\n")
+            assert await client.receive_some() == b"reset\n"
+            await client.send_all(b"e\n")
+            assert await client.receive_some() == b"e\n"
+            chat.close()
+    assert chat.frames == [b"a", b"b", b"RESET", b"e"]
+
+
+async def test_hook_exception_propagates_unwrapped_after_the_stream_closed() -> None:
+    class Broken(Lines):
+        def on_frame(self, frame: bytes) -> None:
+            raise KeyError(frame)
+
+    client, server = trio.testing.memory_stream_pair()
+    chat = Broken(server)
+    await client.send_all(b"boom\n")
+    with trio.fail_after(5), pytest.raises(KeyError, match="boom"):
+        await chat.run()
+    assert await read_all(client) == b""  # the stream was closed: the peer sees EOF
+    assert chat.closed
+
+
+async def test_frame_too_long_closes_and_propagates() -> None:
+    class Small(Lines):
+        max_frame_size = 8
+
+    client, server = trio.testing.memory_stream_pair()
+    chat = Small(server)
+    await client.send_all(b"12345678\n123456789")
+    with trio.fail_after(5), pytest.raises(FrameTooLongError) as info:
+        await chat.run()
+    assert info.value.limit == 8
+    assert chat.frames == [b"12345678"]
+
+
+async def test_not_implemented_hooks_say_what_to_do() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    await client.send_all(b"data")
+    with trio.fail_after(5), pytest.raises(NotImplementedError, match="collect_incoming_data"):
+        await AsyncChat(server).run()
+
+
+async def test_run_argument_errors() -> None:
+    with pytest.raises(TypeError, match="no stream to run on"):
+        await AsyncChat().run()
+    client, server = trio.testing.memory_stream_pair()
+    chat = Lines()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run, server)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError):
+                await chat.run()
+            with pytest.raises(ValueError, match="different stream"):
+                await chat.run(client)
+            await client.send_eof()
+    with pytest.raises(trio.ClosedResourceError, match="already ran"):
+        await chat.run()
+
+
+async def test_cancelling_run_closes_the_stream_promptly() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    chat = Lines(server)
+    with trio.fail_after(5):
+        with trio.move_on_after(0.05):
+            await chat.run()
+        assert chat.closed
+        assert await read_all(client) == b""
+        with pytest.raises(trio.ClosedResourceError):
+            chat.push(b"x")
+
+
+async def test_peer_reset_is_a_close_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    class ResetReceiveStream(trio.abc.ReceiveStream):
+        async def receive_some(self, max_bytes: int | None = None) -> bytes:
+            await trio.lowlevel.checkpoint()
+            raise trio.BrokenResourceError("connection reset")
+
+        async def aclose(self) -> None:
+            await trio.lowlevel.checkpoint()
+
+    chat = Lines(trio.StapledStream(trio.testing.MemorySendStream(), ResetReceiveStream()))
+    caplog.set_level(logging.DEBUG, logger="trio_chat")
+    with trio.fail_after(5):
+        await chat.run()
+    assert chat.closed_by_peer
+    assert "reset" in caplog.text
+
+
+class CountingProducer:
+    def __init__(self, pieces: int, size: int) -> None:
+        self.left = pieces
+        self.size = size
+        self.pulled = 0
+
+    def more(self) -> bytes:
+        if not self.left:
+            return b""
+        self.left -= 1
+        self.pulled += 1
+        return b"p" * self.size
+
+
+async def test_producers_are_pulled_only_as_fast_as_the_peer_reads() -> None:
+    client, server = trio.testing.lockstep_stream_pair()
+    chat = Lines(server)
+    producer = CountingProducer(100, 1000)
+    chat.push_with_producer(producer)
+    chat.close_when_done()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            await trio.testing.wait_all_tasks_blocked()
+            assert producer.pulled <= 1  # nobody read: at most the piece being written
+            got = await client.receive_some(1000)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(got) == 1000
+            assert producer.pulled <= 2
+            rest = await read_all(client)
+    assert len(got) + len(rest) == 100_000
+    assert producer.pulled == 100
+
+
+async def test_iterable_and_async_iterable_producers() -> None:
+    closed: list[bool] = []
+
+    async def agen() -> AsyncIterator[bytes]:
+        try:
+            for word in (b"async ", b"gen "):
+                await trio.lowlevel.checkpoint()
+                yield word
+        finally:
+            closed.append(True)
+
+    def gen() -> Iterator[bytes | bytearray]:
+        yield b"sync "
+        yield bytearray(b"gen ")
+
+    client, server = trio.testing.memory_stream_pair()
+    chat = Lines(server)
+    chat.push_with_producer(gen())
+    chat.push_with_producer(agen())
+    chat.push_with_producer([b"list", memoryview(b"!")])
+    chat.push_with_producer(b" bytes")
+    chat.close_when_done()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            assert await read_all(client) == b"sync gen async gen list! bytes"
+    assert closed == [True]
+
+
+async def test_a_producer_yielding_str_is_an_error() -> None:
+    _client, server = trio.testing.memory_stream_pair()
+    chat = Lines(server)
+    chat.push_with_producer(iter(["text"]))  # type: ignore[arg-type]
+    with trio.fail_after(5), pytest.raises(TypeError, match=r"producer .* not 'str'"):
+        await chat.run()
+
+
+async def test_backpressure_bounds_queued_output() -> None:
+    """A peer that sends without reading cannot grow the handler's output queue."""
+    client, server = trio.testing.lockstep_stream_pair()
+
+    class Amplifier(Lines):
+        out_high_water = 10_000
+
+        def on_frame(self, frame: bytes) -> None:
+            self.push(frame * 100 + b"\n")  # 1,000-byte replies to 10-byte requests
+
+    chat = Amplifier(server)
+    requests = [b"%09d\n" % i for i in range(2000)]
+    peak = 0
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            sent = 0
+
+            async def sender() -> None:
+                nonlocal sent
+                for request in requests:
+                    await client.send_all(request)
+                    sent += 1
+
+            nursery.start_soon(sender)
+            await trio.testing.wait_all_tasks_blocked()
+            peak = chat.queued_bytes
+            # The handler stopped reading: the sender is stuck far from the end.
+            assert sent < 100
+            # Now read everything: every reply arrives, in order.
+            expected = b"".join(r[:-1] * 100 + b"\n" for r in requests)
+            got = bytearray()
+            while len(got) < len(expected):
+                got += await client.receive_some()
+                peak = max(peak, chat.queued_bytes)
+            assert got == expected
+            await client.send_eof()
+    # One read's replies may land on top of the high-water mark, never more.
+    assert peak <= Amplifier.out_high_water + 1001
+
+
+async def test_many_frames_in_one_read_let_other_tasks_run() -> None:
+    ticks = 0
+    seen: list[int] = []
+
+    class Recorder(Lines):
+        def on_frame(self, frame: bytes) -> None:
+            seen.append(ticks)
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    client, server = trio.testing.memory_stream_pair()
+    chat = Recorder(server)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            await client.send_all(b"x\n" * 5000)  # one read holding 5,000 frames
+            await client.send_eof()
+            await chat.run()
+            nursery.cancel_scope.cancel()
+    assert len(seen) == 5000
+    # The ticker ran while the frames of that one read were dispatched.
+    assert seen[-1] - seen[0] >= 5000 // 64 - 2
+
+
+async def test_run_checkpoints() -> None:
+    _client, server = trio.testing.memory_stream_pair()
+    chat = Lines(server)
+    chat.close()
+    with trio.testing.assert_checkpoints():
+        await chat.run()
+
+
+def test_async_chat_alias_and_public_surface() -> None:
+    assert trio_chat.async_chat is AsyncChat
+    assert AsyncChat.__module__ == "trio_chat"
+    assert AsyncChat.ac_in_buffer_size == 65536
+    assert AsyncChat.ac_out_buffer_size == 65536
+    assert AsyncChat.max_frame_size == trio_chat.DEFAULT_MAX_FRAME_SIZE
+    for name in trio_chat.__all__:
+        assert hasattr(trio_chat, name), name
