@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -479,9 +478,3 @@ def test_same_frames_as_stdlib_asynchat(
     # Both hold back the same bytes and have handed over the same partial frame.
     assert b"".join(pieces) == b"".join(reference.pieces)
     assert buf.get_terminator() == reference.get_terminator()
-
-
-def test_asynchat_reference_is_the_expected_module() -> None:
-    # On 3.12+ the pyasynchat package must provide it, not a stale copy.
-    assert hasattr(asynchat, "async_chat")
-    assert sys.version_info < (3, 12) or "asynchat" in asynchat.__name__
