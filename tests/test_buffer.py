@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import re
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import pytest
 from hypothesis import given, settings
@@ -26,6 +28,9 @@ with warnings.catch_warnings():
     import asynchat as _asynchat  # stdlib on 3.11; the pyasynchat package on 3.12+
 
 asynchat: Any = _asynchat  # typeshed's stub lacks find_prefix_at_end and is gone on 3.12
+
+# The terminator kinds asynchat knows (the reference model and the stdlib take only these).
+AsynchatTerminator: TypeAlias = "bytes | int | None"
 
 # A normalised event: ("data", bytes) with consecutive data merged, ("found", terminator),
 # ("error", limit) or ("end", None).
@@ -86,7 +91,9 @@ def split(data: bytes, cuts: Iterable[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
-def model(data: bytes, schedule: Sequence[Terminator], max_frame_size: int | None) -> list[Norm]:
+def model(
+    data: bytes, schedule: Sequence[AsynchatTerminator], max_frame_size: int | None
+) -> list[Norm]:
     """A straightforward whole-input reference for the events."""
     sched = list(schedule)
     term = sched.pop(0)
@@ -142,7 +149,7 @@ payloads = st.binary(max_size=200).map(lambda b: bytes(b"ab\r\nq"[x % 5] for x i
     max_frame_size=st.one_of(st.none(), st.integers(min_value=0, max_value=10)),
 )
 def test_any_chunking_gives_the_events_of_the_whole(
-    data: bytes, schedule: list[Terminator], cuts: list[int], max_frame_size: int | None
+    data: bytes, schedule: list[AsynchatTerminator], cuts: list[int], max_frame_size: int | None
 ) -> None:
     whole = run_chunks([data], schedule, max_frame_size=max_frame_size)
     assert run_chunks(split(data, cuts), schedule, max_frame_size=max_frame_size) == whole
@@ -425,7 +432,7 @@ def test_find_prefix_at_end_parity() -> None:
 class _Reference(asynchat.async_chat):  # type: ignore[misc]  # Any base class
     """The stdlib asynchat, fed through handle_read with a fake recv()."""
 
-    def __init__(self, chunks: list[bytes], schedule: list[Terminator]) -> None:
+    def __init__(self, chunks: list[bytes], schedule: list[AsynchatTerminator]) -> None:
         asynchat.async_chat.__init__(self, sock=None, map={})
         self.chunks = chunks
         self.schedule = schedule
@@ -453,7 +460,7 @@ class _Reference(asynchat.async_chat):  # type: ignore[misc]  # Any base class
     cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=30),
 )
 def test_same_frames_as_stdlib_asynchat(
-    data: bytes, schedule: list[Terminator], cuts: list[int]
+    data: bytes, schedule: list[AsynchatTerminator], cuts: list[int]
 ) -> None:
     chunks = split(data, cuts)
     reference = _Reference(list(chunks), list(schedule))
@@ -478,3 +485,410 @@ def test_same_frames_as_stdlib_asynchat(
     # Both hold back the same bytes and have handed over the same partial frame.
     assert b"".join(pieces) == b"".join(reference.pieces)
     assert buf.get_terminator() == reference.get_terminator()
+
+
+# ------------------------------------------------------- tuple terminators (beyond asynchat)
+
+
+def model_any_of(data: bytes, terms: tuple[bytes, ...], max_frame_size: int | None) -> list[Norm]:
+    """Whole-input reference for a tuple terminator: the earliest match wins, then the longest."""
+    out: list[Norm] = []
+    pos = 0
+    while True:
+        best: tuple[int, bytes] | None = None
+        for term in terms:
+            idx = data.find(term, pos)
+            if idx >= 0 and (
+                best is None or idx < best[0] or (idx == best[0] and len(term) > len(best[1]))
+            ):
+                best = (idx, term)
+        frame = data[pos:] if best is None else data[pos : best[0]]
+        if max_frame_size is not None and len(frame) > max_frame_size:
+            if max_frame_size:
+                out.append(("data", frame[:max_frame_size]))
+            out.append(("error", max_frame_size))
+            return out
+        if frame:
+            out.append(("data", frame))
+        if best is None:
+            out.append(("end", None))
+            return out
+        out.append(("found", best[1]))
+        pos = best[0] + len(best[1])
+
+
+tuples = st.lists(
+    st.one_of(
+        st.binary(min_size=1, max_size=4).map(lambda b: bytes(b"ab\r\nq"[x % 5] for x in b)),
+        st.sampled_from([b"\r\n", b"\n", b"\n\n", b"aa", b"aba", b"b", b"qqq"]),
+    ),
+    min_size=1,
+    max_size=4,
+).map(tuple)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=payloads,
+    terms=tuples,
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=30),
+    max_frame_size=st.one_of(st.none(), st.integers(min_value=0, max_value=10)),
+)
+def test_tuple_any_chunking_gives_the_events_of_the_whole(
+    data: bytes, terms: tuple[bytes, ...], cuts: list[int], max_frame_size: int | None
+) -> None:
+    whole = run_chunks([data], [terms], max_frame_size=max_frame_size)
+    assert run_chunks(split(data, cuts), [terms], max_frame_size=max_frame_size) == whole
+    one_by_one = [data[i : i + 1] for i in range(len(data))]
+    assert run_chunks(one_by_one, [terms], max_frame_size=max_frame_size) == whole
+    assert whole == model_any_of(data, terms, max_frame_size)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=payloads,
+    terms=tuples,
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=30),
+)
+def test_tuple_remainder_after_a_drain_is_only_a_terminator_prefix(
+    data: bytes, terms: tuple[bytes, ...], cuts: list[int]
+) -> None:
+    buf = TerminatorBuffer(terms, max_frame_size=None)
+    for chunk in split(data, cuts):
+        buf.feed(chunk)
+        while buf.next_event() is not NEED_DATA:
+            pass
+        assert buf.buffered <= max(map(len, terms)) - 1
+
+
+def test_tuple_reads_both_line_endings_and_tells_which_matched() -> None:
+    buf = TerminatorBuffer((b"\r\n", b"\n"))
+    buf.feed(b"GET a\r\nGET b\nGET c\r")
+    assert buf.next_event() == b"GET a"
+    assert buf.next_event() == TerminatorFound(b"\r\n")
+    assert buf.next_event() == b"GET b"
+    assert buf.next_event() == TerminatorFound(b"\n")
+    assert buf.next_event() == b"GET c"
+    assert buf.next_event() is NEED_DATA  # b"\r" is held back: it may start b"\r\n"
+    assert buf.buffered == 1
+    buf.feed(b"\n")
+    assert buf.next_event() == TerminatorFound(b"\r\n")
+    assert buf.get_terminator() == (b"\r\n", b"\n")
+
+
+def test_tuple_waits_while_an_earlier_or_longer_match_may_complete() -> None:
+    # b"b" is found, but b"abc" would start earlier: wait for the next byte.
+    buf = TerminatorBuffer((b"abc", b"b"))
+    buf.feed(b"xab")
+    assert buf.next_event() == b"x"
+    assert buf.next_event() is NEED_DATA
+    buf.feed(b"c")
+    assert buf.next_event() == TerminatorFound(b"abc")
+    # b"\n" is found, but b"\n\n" starts at the same place and is longer.
+    buf = TerminatorBuffer((b"\n", b"\n\n"))
+    buf.feed(b"x\n")
+    assert buf.next_event() == b"x"
+    assert buf.next_event() is NEED_DATA
+    buf.feed_eof()
+    assert buf.next_event() == TerminatorFound(b"\n")
+    assert buf.next_event() is END_OF_INPUT
+
+
+class CountingBytes(bytes):
+    """bytes that count how many bytes ``find`` was asked to scan."""
+
+    scanned = 0
+
+    def find(self, sub: Any, start: Any = None, end: Any = None) -> int:
+        start = 0 if start is None else start
+        end = len(self) if end is None else min(end, len(self))
+        idx = super().find(sub, start, end)
+        # A search reads up to the end of the occurrence it finds, or to the end of its range.
+        CountingBytes.scanned += max(0, (end if idx < 0 else idx + len(sub)) - start)
+        return idx
+
+
+def test_tuple_search_is_linear_when_one_terminator_never_occurs() -> None:
+    # Without remembering how far each terminator was searched, b"\r\n" would be searched to the
+    # end of the read once per line: quadratic in the lines per read.
+    lines = 2000
+    data = b"0123456789abcdef\n" * lines
+    buf = TerminatorBuffer((b"\r\n", b"\n"), max_frame_size=None)
+    buf.feed(data)
+    buf._data = CountingBytes(buf._data)  # white box: count the scanning
+    CountingBytes.scanned = 0
+    found = 0
+    while (event := buf.next_event()) is not NEED_DATA:
+        found += isinstance(event, TerminatorFound)
+    assert found == lines
+    assert CountingBytes.scanned <= 3 * len(data)
+
+
+def test_tuple_terminators_are_validated_with_a_fix() -> None:
+    buf = TerminatorBuffer()
+    with pytest.raises(TypeError, match=r"not 'list' \(pass a tuple: \(b'\\r\\n', b'\\n'\)\)"):
+        buf.set_terminator([b"\r\n", b"\n"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"at least one bytes terminator, not \(\)"):
+        buf.set_terminator(())
+    with pytest.raises(ValueError, match=r"cannot contain b''"):
+        buf.set_terminator((b"\n", b""))
+    with pytest.raises(TypeError, match=r"holds bytes, not 'str' \(encode it: b'\\n'\)"):
+        buf.set_terminator((b"\r\n", "\n"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"holds bytes, not 'int'"):
+        buf.set_terminator((b"\n", 3))  # type: ignore[arg-type]
+    buf.set_terminator((b"\n", bytearray(b"\r\n"), b"\n"))  # type: ignore[arg-type]
+    assert buf.get_terminator() == (b"\n", b"\r\n")  # converted, duplicates dropped
+
+
+def test_tuple_frame_too_long_names_the_tuple() -> None:
+    buf = TerminatorBuffer((b"\r\n", b"\n"), max_frame_size=3)
+    buf.feed(b"abcdef")
+    assert buf.next_event() == b"abc"
+    with pytest.raises(FrameTooLongError) as info:
+        buf.next_event()
+    assert info.value.terminator == (b"\r\n", b"\n")
+
+
+# ------------------------------------------------------- regex terminators (beyond asynchat)
+
+
+def model_regex(data: bytes, pattern: re.Pattern[bytes], max_frame_size: int | None) -> list[Norm]:
+    """Whole-input reference for a regex terminator: ``pattern.search`` over the window."""
+    out: list[Norm] = []
+    pos = 0
+    while True:
+        end = len(data) if max_frame_size is None else min(len(data), pos + 2 * max_frame_size)
+        match = pattern.search(data, pos, end)
+        frame = data[pos:] if match is None else data[pos : match.start()]
+        if max_frame_size is not None and len(frame) > max_frame_size:
+            if max_frame_size:
+                out.append(("data", frame[:max_frame_size]))
+            out.append(("error", max_frame_size))
+            return out
+        if frame:
+            out.append(("data", frame))
+        if match is None:
+            out.append(("end", None))
+            return out
+        out.append(("found", match.group()))
+        pos = match.end()
+
+
+# Random patterns over the payload alphabet, with the constructs whose end-of-buffer behaviour is
+# hard: greedy, lazy and possessive repeats, alternation, lookaheads, $ and \Z.
+_atoms = st.sampled_from([b"a", b"b", b"\\n", b"\\r", b"q", b"[ab]", b"[^a]", b".", b"(?s:.)"])
+
+
+def _extend(inner: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    quantifiers = [b"?", b"*", b"+", b"{1,3}", b"{2}", b"*?", b"+?", b"??"]
+    if sys.version_info >= (3, 11):
+        quantifiers += [b"*+", b"?+"]
+    return st.one_of(
+        st.lists(inner, min_size=2, max_size=3).map(b"".join),
+        st.tuples(inner, inner).map(lambda ab: b"(?:" + ab[0] + b"|" + ab[1] + b")"),
+        st.tuples(inner, st.sampled_from(quantifiers)).map(
+            lambda iq: b"(?:" + iq[0] + b")" + iq[1]
+        ),
+        inner.map(lambda x: b"(?=" + x + b")"),
+        inner.map(lambda x: b"(?!" + x + b")"),
+        inner.map(lambda x: b"(?i:" + x + b")"),
+    )
+
+
+def _compile_terminator(source: bytes) -> re.Pattern[bytes] | None:
+    try:
+        pattern = re.compile(source)
+        TerminatorBuffer(pattern)
+    except (re.error, ValueError):
+        return None  # e.g. it can match the empty string
+    return pattern
+
+
+regexes = (
+    st.tuples(
+        st.recursive(_atoms, _extend, max_leaves=6),
+        st.sampled_from([b"", b"", b"$", b"\\Z"]),
+    )
+    .map(lambda p: _compile_terminator(p[0] + p[1]))
+    .filter(lambda p: p is not None)
+)
+# Short inputs: random nested repeats can backtrack exponentially in any regex engine.
+short_payloads = st.binary(max_size=40).map(lambda b: bytes(b"ab\r\nq"[x % 5] for x in b))
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    data=short_payloads,
+    pattern=regexes,
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+    max_frame_size=st.one_of(st.none(), st.integers(min_value=0, max_value=10)),
+)
+def test_regex_any_chunking_gives_the_events_of_the_whole(
+    data: bytes, pattern: re.Pattern[bytes], cuts: list[int], max_frame_size: int | None
+) -> None:
+    whole = run_chunks([data], [pattern], max_frame_size=max_frame_size)
+    assert run_chunks(split(data, cuts), [pattern], max_frame_size=max_frame_size) == whole
+    one_by_one = [data[i : i + 1] for i in range(len(data))]
+    assert run_chunks(one_by_one, [pattern], max_frame_size=max_frame_size) == whole
+    assert whole == model_regex(data, pattern, max_frame_size)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        rb"\r?\n",
+        rb"\n\n+",
+        rb"\r\n|\n",
+        rb"abc|b",
+        rb"a(?:bc)?",
+        rb"a$",
+        rb"q(?=ab)",
+        rb"\n(?![ab])",
+    ],
+)
+def test_regex_every_split_of_a_dense_input_gives_the_events_of_the_whole(source: bytes) -> None:
+    pattern = re.compile(source)
+    data = b"xab\r\nabc\n\n\nqab\n a\nqa\r\r\nbq\n\n"
+    for limit in (None, 3, 20):
+        whole = run_chunks([data], [pattern], max_frame_size=limit)
+        assert whole == model_regex(data, pattern, limit)
+        for a in range(len(data) + 1):
+            for b in range(a, len(data) + 1, 3):
+                chunks = [data[:a], data[a:b], data[b:]]
+                assert run_chunks(chunks, [pattern], max_frame_size=limit) == whole, (a, b)
+
+
+def test_regex_match_that_cannot_grow_is_reported_at_once() -> None:
+    # A line protocol must not wait for the next request to answer this one.
+    buf = TerminatorBuffer(re.compile(rb"\r?\n"))
+    buf.feed(b"GET a\n")
+    assert buf.next_event() == b"GET a"
+    assert buf.next_event() == TerminatorFound(b"\n")
+    buf.feed(b"GET b\r")
+    assert buf.next_event() == b"GET b"
+    assert buf.next_event() is NEED_DATA
+    buf.feed(b"\n")
+    assert buf.next_event() == TerminatorFound(b"\r\n")
+
+
+def test_regex_greedy_match_at_the_end_waits_for_more_input_or_eof() -> None:
+    buf = TerminatorBuffer(re.compile(rb"\n\n+"))
+    buf.feed(b"para 1\n\n")
+    assert buf.next_event() == b"para 1"
+    assert buf.next_event() is NEED_DATA  # more newlines may follow
+    buf.feed(b"\n")
+    assert buf.next_event() is NEED_DATA
+    buf.feed(b"para 2\n\n")
+    assert buf.next_event() == TerminatorFound(b"\n\n\n")
+    assert buf.next_event() == b"para 2"
+    assert buf.next_event() is NEED_DATA
+    buf.feed_eof()
+    assert buf.next_event() == TerminatorFound(b"\n\n")
+    assert buf.next_event() is END_OF_INPUT
+
+
+def test_regex_earlier_match_that_may_still_complete_wins() -> None:
+    buf = TerminatorBuffer(re.compile(rb"abc|b"))
+    buf.feed(b"xab")
+    assert buf.next_event() == b"x"
+    assert buf.next_event() is NEED_DATA
+    buf.feed(b"c")
+    assert buf.next_event() == TerminatorFound(b"abc")
+
+
+def test_regex_lookahead_for_folded_header_lines() -> None:
+    # RFC 5322 folding: a line break followed by a space or tab continues the header line.
+    buf = TerminatorBuffer(re.compile(rb"\r\n(?![ \t])"))
+    buf.feed(b"Subject: a\r\n long one\r\n")
+    assert buf.next_event() == b"Subject: a\r\n long one"
+    assert buf.next_event() is NEED_DATA  # is the next line folded too?
+    buf.feed(b"To: b\r\n")
+    assert buf.next_event() == TerminatorFound(b"\r\n")
+    assert buf.next_event() == b"To: b"
+
+
+def test_regex_window_is_twice_the_frame_limit() -> None:
+    # The terminator may be as long as a frame; beyond that the input is cut, as if it ended.
+    buf = TerminatorBuffer(re.compile(rb"\n\n+"), max_frame_size=4)
+    buf.feed(b"ab" + b"\n" * 10)
+    assert buf.next_event() == b"ab"
+    assert buf.next_event() == TerminatorFound(b"\n" * 6)
+    buf = TerminatorBuffer(re.compile(rb"\n"), max_frame_size=4)
+    buf.feed(b"abcdefgh\n")
+    assert buf.next_event() == b"abcd"
+    with pytest.raises(FrameTooLongError, match="more than 4 bytes") as info:
+        buf.next_event()
+    assert info.value.terminator == re.compile(rb"\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=payloads,
+    source=st.sampled_from([rb"\r?\n", rb"\r\n|\n", rb"a[bq]{1,3}\n", rb"q(?=ab)"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=30),
+)
+def test_regex_with_bounded_matches_holds_back_only_their_length(
+    data: bytes, source: bytes, cuts: list[int]
+) -> None:
+    # The linear-time argument for bounded patterns: after a drain at most reach - 1 bytes wait.
+    pattern = re.compile(source)
+    reach = {rb"\r?\n": 2, rb"\r\n|\n": 2, rb"a[bq]{1,3}\n": 5, rb"q(?=ab)": 3}[source]
+    buf = TerminatorBuffer(pattern, max_frame_size=None)
+    for chunk in split(data, cuts):
+        buf.feed(chunk)
+        while buf.next_event() is not NEED_DATA:
+            pass
+        assert buf.buffered <= reach - 1
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (rb"^GO\n", r"uses \^ \(it looks at bytes already handed over\)"),
+        (rb"\Aend", r"uses \\A"),
+        (rb"\bend\b", r"uses \\b"),
+        (rb"\Bx", r"uses \\B"),
+        (rb"(?<=\r)\n", r"uses a lookbehind"),
+        (rb"(\n)\1", r"uses a backreference"),
+        (rb"(?:(x)|y)(?(1)a|b)", r"uses a backreference"),
+        (rb"\n*", r"can match the empty string"),
+        (rb"(?=\n)", r"can match the empty string"),
+    ],
+)
+def test_regex_terminators_that_cannot_stream_are_refused(source: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TerminatorBuffer(re.compile(source))
+
+
+def test_regex_terminator_must_be_bytes() -> None:
+    with pytest.raises(TypeError, match=r"compile it from bytes: re.compile\(b'\\\\r\?\\\\n'\)"):
+        TerminatorBuffer().set_terminator(re.compile(r"\r?\n"))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------- all kinds together
+
+
+any_terminator = st.one_of(terminators, tuples, regexes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=short_payloads,
+    schedule=st.lists(any_terminator, min_size=1, max_size=6),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+    max_frame_size=st.one_of(st.none(), st.integers(min_value=0, max_value=10)),
+)
+def test_switching_between_all_kinds_is_chunking_independent(
+    data: bytes, schedule: list[Terminator], cuts: list[int], max_frame_size: int | None
+) -> None:
+    whole = run_chunks([data], schedule, max_frame_size=max_frame_size)
+    assert run_chunks(split(data, cuts), schedule, max_frame_size=max_frame_size) == whole
+
+
+def test_clear_returns_the_dropped_bytes() -> None:
+    buf = TerminatorBuffer(b"\n")
+    buf.feed(b"abc\ndef")
+    buf.feed(b"ghi")
+    assert buf.next_event() == b"abc"
+    assert buf.clear() == b"defghi"  # the b"\n" was consumed; its event is dropped
+    assert buf.clear() == b""

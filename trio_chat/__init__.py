@@ -19,18 +19,35 @@ from ._buffer import (
     find_prefix_at_end,
 )
 from ._chat import AsyncChat, async_chat
+from ._client import connect_tcp
 from ._exceptions import FrameTooLongError, IncompleteFrameError
+from ._framed import Delimiter, FramedStream, HalfCloseableFramedStream
 from ._producers import Producer, ProducerLike, simple_producer
-from ._serve import HandlerFactory, serve_listeners, serve_tcp
+from ._serve import (
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    HandlerFactory,
+    serve_listeners,
+    serve_tcp,
+)
 from ._version import __version__
 
 __all__ = [
+    "DEFAULT_GRACE_PERIOD",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_CONNECTIONS_PER_PEER",
     "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
     "END_OF_INPUT",
     "NEED_DATA",
     "AsyncChat",
+    "Delimiter",
     "Event",
     "FrameTooLongError",
+    "FramedStream",
+    "HalfCloseableFramedStream",
     "HandlerFactory",
     "IncompleteFrameError",
     "Producer",
@@ -41,6 +58,7 @@ __all__ = [
     "TerminatorFound",
     "__version__",
     "async_chat",
+    "connect_tcp",
     "find_prefix_at_end",
     "serve_listeners",
     "serve_tcp",

@@ -17,16 +17,25 @@ frames per read. Here:
   more than ``len(terminator)`` times;
 * ``feed`` stores without copying when everything before has been consumed (the usual case for a
   driver that drains events after each read); otherwise chunks wait in a list that is joined once.
+
+Beyond asynchat, a tuple of bytes terminators (the earliest match wins, the longest among those
+starting at the same place) keeps the same guarantees: each terminator's search resumes where
+its last one stopped, and only the longest suffix that is a prefix of *any* of them is held back.
+A compiled bytes regular expression is searched as described in ``_regex.py``: a match is
+reported once no attempt at or before it could change with more input, so the events never
+depend on the chunking; its cost depends on the pattern and the window (``2 * max_frame_size``).
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from typing import Final, TypeAlias
 
 import attrs
 
 from ._exceptions import FrameTooLongError
+from ._regex import plan_regex
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -46,9 +55,10 @@ __all__ = [
 #: the terminator cannot make a handler that accumulates frames grow without bound.
 DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024
 
-#: What ``set_terminator`` accepts: bytes (search for them), an int (count that many bytes) or
-#: None (hand over everything). ``b""`` and ``0`` act as None.
-Terminator: TypeAlias = "bytes | int | None"
+#: What ``set_terminator`` accepts: bytes (search for them), a tuple of bytes (search for any of
+#: them), a compiled bytes regular expression (search for a match), an int (count that many bytes)
+#: or None (hand over everything). ``b""`` and ``0`` act as None.
+Terminator: TypeAlias = "bytes | tuple[bytes, ...] | re.Pattern[bytes] | int | None"
 
 
 class Signal(enum.Enum):
@@ -72,7 +82,8 @@ class TerminatorFound:
     """The terminator was found: the frame whose data was handed over so far is complete.
 
     Attributes:
-        terminator: the bytes that matched, or for a count terminator the count that was set.
+        terminator: the bytes that matched (for a tuple, which of them; for a regular expression,
+            the matched bytes), or for a count terminator the count that was set.
     """
 
     terminator: bytes | int
@@ -182,15 +193,198 @@ class _BytesReader:
         return data[pos:end]
 
     def _refuse(self, buf: TerminatorBuffer, limit: int) -> Event:
-        # Hand over the frame up to the limit first, so the events before the error are the same
-        # however the input was chunked.
-        allowed = limit - self.frame_len
-        if allowed <= 0:
-            raise FrameTooLongError(limit, self.term)
+        return _refuse(self, buf, limit)
+
+
+def _refuse(reader: _SearchReader, buf: TerminatorBuffer, limit: int) -> Event:
+    """The frame is over the limit: hand over what the limit allows, then raise."""
+    # Hand over the frame up to the limit first, so the events before the error are the same
+    # however the input was chunked.
+    allowed = limit - reader.frame_len
+    if allowed <= 0:
+        raise FrameTooLongError(limit, reader.terminator)
+    pos = buf._pos
+    buf._pos = pos + allowed
+    reader.frame_len = limit
+    return buf._data[pos : pos + allowed]
+
+
+class _AnyOfReader:
+    """Searches for several bytes terminators at once: the earliest match wins, and the longest
+    among those starting at the same place.
+
+    Each terminator remembers how far it has been searched in the current data object (``_at``)
+    and whether an occurrence starts there (``_hit``), so a terminator that does not occur in a
+    read is searched once per read, not once per frame. A match is reported only when no longer
+    or earlier match could still complete with more input: that is, when the held-back suffix
+    (the longest suffix that is a proper prefix of any terminator) starts after it.
+    """
+
+    __slots__ = ("_at", "_data", "_found", "_hit", "_maxlen", "_parts", "frame_len", "terminator")
+
+    def __init__(self, terms: tuple[bytes, ...]) -> None:
+        self.terminator = terms
+        self._parts = [_BytesReader(t) for t in terms]  # for their held-back search
+        self._found = {t: TerminatorFound(t) for t in terms}
+        self._maxlen = max(map(len, terms))
+        self.frame_len = 0
+        self._data: bytes | None = None  # the data object that _at and _hit describe
+        self._at = [0] * len(terms)
+        self._hit = [False] * len(terms)
+
+    def _held_back(self, data: bytes, start: int) -> int:
+        return max(part._held_back(data, start) for part in self._parts)
+
+    def next_event(self, buf: TerminatorBuffer) -> Event:
+        data = buf._data
         pos = buf._pos
-        buf._pos = pos + allowed
-        self.frame_len = limit
-        return buf._data[pos : pos + allowed]
+        size = len(data)
+        limit = buf._max_frame_size
+        frame_start = pos - self.frame_len
+        at = self._at
+        hit = self._hit
+        if data is not self._data:
+            self._data = data
+            at[:] = [pos] * len(at)
+            hit[:] = [False] * len(hit)
+        best = -1
+        best_term = b""
+        for i, term in enumerate(self.terminator):
+            start = at[i]
+            if start < pos or not hit[i]:
+                start = max(start, pos)
+                end = size if limit is None else min(size, frame_start + limit + len(term))
+                if best >= 0:
+                    end = min(end, best + len(term))  # only an earlier or equal start matters
+                idx = data.find(term, start, end)
+                if idx < 0:
+                    at[i] = max(start, end - len(term) + 1)  # no occurrence starts before this
+                    hit[i] = False
+                    continue
+                at[i] = start = idx
+                hit[i] = True
+            if best < 0 or start < best or (start == best and len(term) > len(best_term)):
+                best = start
+                best_term = term
+        end = size
+        if not buf._eof and (best < 0 or size - best < self._maxlen):
+            # A match so close to the end may still lose to a longer or earlier one.
+            end = size - self._held_back(data, pos)
+        if 0 <= best < end:
+            # Settled: nothing that starts at or before it can still grow into a match.
+            n = best - pos
+            if limit is not None and self.frame_len + n > limit:
+                return _refuse(self, buf, limit)
+            buf._pos = best + len(best_term)
+            self.frame_len = 0
+            found = self._found[best_term]
+            if n:
+                buf._found = found
+                return data[pos:best]
+            return found
+        if limit is not None and self.frame_len + end - pos > limit:
+            return _refuse(self, buf, limit)
+        if end == pos:
+            return END_OF_INPUT if buf._eof else NEED_DATA
+        buf._pos = end
+        self.frame_len += end - pos
+        return data[pos:end]
+
+
+class _RegexReader:
+    """Searches for a compiled bytes regular expression (see ``_regex.py`` for the rule).
+
+    The search window is ``2 * max_frame_size`` bytes from the frame start: the frame (at most
+    ``max_frame_size``) and its terminator (the same again). Once that many bytes are buffered,
+    the pattern is matched as if the input ended there.
+    """
+
+    __slots__ = ("_clear", "_data", "_end", "_plan", "frame_len", "terminator")
+
+    def __init__(self, pattern: re.Pattern[bytes]) -> None:
+        self._plan = plan_regex(pattern)
+        self.terminator = pattern
+        self.frame_len = 0
+        # For the data object _data buffered up to _end: no start before _clear is pending.
+        self._data: bytes | None = None
+        self._end = 0
+        self._clear = 0
+
+    def _first_pending(self, data: bytes, pos: int, stop: int, end: int) -> int:
+        """The first start in [pos, stop] whose match attempt could change with more input, or
+        -1; *end* (the end of the input so far) is always pending."""
+        if data is not self._data or end != self._end:
+            self._data = data
+            self._end = end
+            self._clear = 0
+        start = max(pos, self._clear)
+        reach = self._plan.reach
+        if reach is not None:
+            # An attempt inspects at most reach bytes: earlier starts are decided.
+            start = max(start, end - reach + 1)
+        first = self._plan.first.search
+        pending = self._plan.pending.match
+        while start <= stop:
+            if start >= end:
+                self._clear = end
+                return end
+            candidate = first(data, start, min(stop + 1, end))
+            if candidate is None:
+                break
+            start = candidate.start()
+            if pending(data, start, end):
+                self._clear = start
+                return start
+            start += 1
+        if stop >= end:
+            self._clear = end
+            return end
+        self._clear = max(self._clear, stop + 1)
+        return -1
+
+    def next_event(self, buf: TerminatorBuffer) -> Event:
+        data = buf._data
+        pos = buf._pos
+        size = len(data)
+        if pos == size:
+            return END_OF_INPUT if buf._eof else NEED_DATA
+        limit = buf._max_frame_size
+        end = size
+        final = buf._eof
+        window_full = False
+        if limit is not None:
+            window = pos - self.frame_len + 2 * limit
+            if size >= window:
+                end = window
+                final = window_full = True
+        match = self._plan.pattern.search(data, pos, end)
+        if final:
+            first_pending = end
+        else:
+            first_pending = self._first_pending(
+                data, pos, end if match is None else match.start(), end
+            )
+            if first_pending < 0:
+                first_pending = end
+        if match is not None and match.start() < first_pending:
+            start = match.start()
+            n = start - pos
+            if limit is not None and self.frame_len + n > limit:
+                return _refuse(self, buf, limit)
+            buf._pos = match.end()
+            self.frame_len = 0
+            found = TerminatorFound(match.group())
+            if n:
+                buf._found = found
+                return data[pos:start]
+            return found
+        if limit is not None and (window_full or self.frame_len + first_pending - pos > limit):
+            return _refuse(self, buf, limit)
+        if first_pending == pos:
+            return END_OF_INPUT if buf._eof else NEED_DATA
+        buf._pos = first_pending
+        self.frame_len += first_pending - pos
+        return data[pos:first_pending]
 
 
 class _CountReader:
@@ -242,7 +436,32 @@ class _NoneReader:
         return data[pos:] if pos else data
 
 
-_Reader: TypeAlias = "_BytesReader | _CountReader | _NoneReader"
+_SearchReader: TypeAlias = "_BytesReader | _AnyOfReader | _RegexReader"
+_Reader: TypeAlias = "_BytesReader | _AnyOfReader | _RegexReader | _CountReader | _NoneReader"
+_SEARCH_READERS: Final = (_BytesReader, _AnyOfReader, _RegexReader)
+_KINDS: Final = "bytes, a tuple of bytes, a compiled bytes regex, an int or None"
+
+
+def _tuple_reader(terms: tuple[object, ...]) -> _AnyOfReader:
+    if not terms:
+        raise ValueError("a tuple terminator needs at least one bytes terminator, not ()")
+    unique: dict[bytes, None] = {}
+    for term in terms:
+        if isinstance(term, (bytearray, memoryview)):
+            term = bytes(term)
+        if isinstance(term, str):
+            raise TypeError(
+                f"a tuple terminator holds bytes, not 'str' (encode it: {term.encode()!r})"
+            )
+        if not isinstance(term, bytes):
+            raise TypeError(f"a tuple terminator holds bytes, not {type(term).__name__!r}")
+        if not term:
+            raise ValueError(
+                "a tuple terminator cannot contain b'' (it would match everywhere); "
+                "use None to collect everything"
+            )
+        unique[term] = None
+    return _AnyOfReader(tuple(unique))
 
 
 def _make_reader(term: object) -> _Reader:
@@ -252,6 +471,10 @@ def _make_reader(term: object) -> _Reader:
         term = bytes(term)
     if isinstance(term, bytes):
         return _BytesReader(term) if term else _NoneReader(term)
+    if isinstance(term, tuple):
+        return _tuple_reader(term)
+    if isinstance(term, re.Pattern):
+        return _RegexReader(term)
     if isinstance(term, int) and not isinstance(term, bool):
         if term < 0:
             raise ValueError(
@@ -259,10 +482,10 @@ def _make_reader(term: object) -> _Reader:
             )
         return _CountReader(term) if term else _NoneReader(term)
     if isinstance(term, str):
-        raise TypeError(
-            f"terminator must be bytes, int or None, not 'str' (encode it: {term.encode()!r})"
-        )
-    raise TypeError(f"terminator must be bytes, int or None, not {type(term).__name__!r}")
+        raise TypeError(f"terminator must be {_KINDS}, not 'str' (encode it: {term.encode()!r})")
+    if isinstance(term, list):
+        raise TypeError(f"terminator must be {_KINDS}, not 'list' (pass a tuple: {tuple(term)!r})")
+    raise TypeError(f"terminator must be {_KINDS}, not {type(term).__name__!r}")
 
 
 def _check_max_frame_size(value: object) -> int | None:
@@ -276,7 +499,7 @@ def _check_max_frame_size(value: object) -> int | None:
 
 
 class TerminatorBuffer:
-    """Splits a byte stream into frames by a terminator that may change between events.
+    r"""Splits a byte stream into frames by a terminator that may change between events.
 
     Feed bytes with :meth:`feed` (it only stores them), then call :meth:`next_event` until it
     returns :data:`NEED_DATA`. Each event is one of:
@@ -292,9 +515,37 @@ class TerminatorBuffer:
     :class:`FrameTooLongError` (after the first ``max_frame_size`` bytes were handed over),
     independently of how the input was chunked.
 
+    Searching terminators (bytes, tuple, regex) never report a match that more input could
+    change, so the events are the same however the input is chunked:
+
+    * A **tuple** of bytes, such as ``(b"\r\n", b"\n")``: the match that starts first wins, the
+      longest among those that start at the same place; :attr:`TerminatorFound.terminator`
+      tells which one matched. Held back: the longest suffix that is a proper prefix of any of
+      them. Linear time, like a single ``bytes`` terminator (each one is searched once per read).
+    * A compiled bytes **regular expression**, such as ``re.compile(rb"\r?\n")``: the frame ends
+      at the match ``pattern.search`` finds in the whole input (the leftmost, with the regex's own
+      preferences); :attr:`TerminatorFound.terminator` is the matched bytes. A match is reported
+      once no attempt starting at or before it could change with more bytes: ``b"\n"`` ends a
+      ``rb"\r?\n"`` frame at once, but ``rb"\n\n+"`` waits for the byte after the newlines (or
+      EOF), since a greedy ``+`` at the end of the buffer could still grow. The pattern sees at
+      most ``2 * max_frame_size`` bytes from the frame start (the frame and its terminator) and
+      is matched as if the input ended there. ``^``, ``\A``, ``\b``, ``\B``, lookbehinds and
+      backreferences are refused (they would look at bytes already handed over), as are patterns
+      that can match the empty string.
+
+      Cost: one ``pattern.search`` from the current position per event, plus a check of the
+      positions where a match could still start. For a pattern whose matches are at most *R*
+      bytes long (``rb"\r?\n"``: *R* = 2) only the last *R* buffered bytes are checked and held
+      back, so the total work is linear in the input. For unbounded patterns (``+``, ``*``,
+      ``{n,}``) the held-back bytes can reach the window and are searched again after each
+      read: up to ``O(window)`` per read, as with any regex search over the window. Keep
+      ``max_frame_size`` as small as the protocol allows, or bound the repetition
+      (``rb"\n{2,64}"``).
+
     Args:
         terminator: the initial terminator (see :meth:`set_terminator`).
-        max_frame_size: the most bytes a frame may have with a ``bytes`` terminator, or None.
+        max_frame_size: the most bytes a frame may have with a searching (bytes, tuple or regex)
+            terminator, or None.
     """
 
     __slots__ = ("_data", "_eof", "_found", "_max_frame_size", "_pending", "_pos", "_reader")
@@ -312,7 +563,7 @@ class TerminatorBuffer:
 
     @property
     def max_frame_size(self) -> int | None:
-        """The most bytes one frame may have with a ``bytes`` terminator (None: no limit)."""
+        """The most bytes one frame may have with a searching terminator (None: no limit)."""
         return self._max_frame_size
 
     @max_frame_size.setter
@@ -320,13 +571,16 @@ class TerminatorBuffer:
         self._max_frame_size = _check_max_frame_size(value)
 
     def set_terminator(self, terminator: Terminator) -> None:
-        """Set the terminator: bytes to search for, a count of bytes, or None for everything.
+        """Set the terminator: bytes, a tuple of bytes or a compiled bytes regex to search for,
+        a count of bytes, or None for everything.
 
         ``b""`` and ``0`` act as None. It applies at once, to bytes already buffered too.
 
         Raises:
-            TypeError: *terminator* is a ``str`` (pass bytes) or another type.
-            ValueError: *terminator* is a negative int.
+            TypeError: *terminator* is a ``str`` (pass bytes), a ``str`` regex, a list (pass a
+                tuple), a tuple holding something other than bytes, or another type.
+            ValueError: *terminator* is a negative int, an empty tuple, a tuple holding ``b""``,
+                or a regex that can match the empty string or looks behind its start.
         """
         self._reader = _make_reader(terminator)
 
@@ -353,7 +607,7 @@ class TerminatorBuffer:
     def frame_started(self) -> bool:
         """Whether data of an unfinished frame was handed over since the last terminator."""
         reader = self._reader
-        if isinstance(reader, _BytesReader):
+        if isinstance(reader, _SEARCH_READERS):
             return reader.frame_len > 0
         if isinstance(reader, _CountReader):
             return reader.remaining < reader.count
@@ -384,14 +638,20 @@ class TerminatorBuffer:
         """Mark the end of the input: held-back bytes are handed over, then END_OF_INPUT."""
         self._eof = True
 
-    def clear(self) -> None:
-        """Drop every byte fed but not yet handed over (and a terminator not yet reported)."""
+    def clear(self) -> bytes:
+        """Drop every byte fed but not yet handed over (and a terminator not yet reported).
+
+        Returns:
+            The dropped bytes, for a driver that wants to hand them to someone else.
+        """
+        dropped = self._data[self._pos :] + b"".join(self._pending)
         self._data = b""
         self._pos = 0
         self._pending.clear()
         self._found = None
-        if isinstance(self._reader, _BytesReader):
+        if isinstance(self._reader, _SEARCH_READERS):
             self._reader.frame_len = 0
+        return dropped
 
     def next_event(self) -> Event:
         """Return the next event (see the class docstring).

@@ -45,6 +45,12 @@ _FRAMES_PER_CHECKPOINT: Final = 64
 # closes.
 _CLOSE: Final = object()
 
+# How long closing after close_when_done() may take. A TLS stream sends close_notify then, so the
+# peer can tell a finished reply from a truncation attack; a peer that doesn't read can stall that
+# write, so it is bounded. Two seconds: longer than a loopback or LAN round trip by far, short
+# enough that a server shutting down is not held up.
+_GRACEFUL_CLOSE_TIMEOUT: Final = 2.0
+
 
 class AsyncChat:
     """A connection handler in the style of ``asynchat.async_chat``, driven by :meth:`run`.
@@ -95,6 +101,7 @@ class AsyncChat:
         self._scope: trio.CancelScope | None = None
         self._error: Exception | None = None
         self._receive_task: trio.lowlevel.Task | None = None
+        self._graceful = False  # close_when_done() finished flushing: close the stream politely
         self._send_idle = True  # the send loop is parked on an empty queue
         # The send loop parks here rather than in receive(): a blocked receive() would take the
         # next item straight out of the channel, where discard_buffers() could no longer drop it.
@@ -316,13 +323,26 @@ class AsyncChat:
             self._closed = True
             self._running = False
             self._discard_output()
-            # self._stream, not stream: after start_tls() it is the TLS stream wrapping it.
-            await trio.aclose_forcefully(self._stream)
+            # self._stream: after start_tls() it is the TLS stream wrapping the original.
+            await self._close_stream(self._stream, graceful=self._graceful)
         if self._error is not None:
             error, self._error = self._error, None
             raise error
 
     # -------------------------------------------------------------- internals
+
+    @staticmethod
+    async def _close_stream(stream: trio.abc.Stream, *, graceful: bool) -> None:
+        if graceful:
+            with trio.move_on_after(_GRACEFUL_CLOSE_TIMEOUT):
+                try:
+                    await stream.aclose()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the peer went away first: nothing left to say politely
+                else:
+                    return
+        # Closes at once, even inside a cancelled scope.
+        await trio.aclose_forcefully(stream)
 
     def _check_open(self, what: str) -> None:
         if self._closed or self._closing:
@@ -463,6 +483,7 @@ class AsyncChat:
                 assert stream is not None
                 if item is _CLOSE:
                     self._closed = True
+                    self._graceful = True
                     assert self._scope is not None
                     self._scope.cancel()
                     return

@@ -1,0 +1,1167 @@
+"""serve_tcp / serve_listeners over real loopback sockets (127.0.0.1, port 0).
+
+Every test runs under ``trio.fail_after``; every loop is bounded. Timeouts and limits run on
+pytest-trio's ``autojump_clock`` (virtual time: a 30 s idle timeout takes no real time), which is
+deterministic over loopback because a send on 127.0.0.1 is in the peer's socket buffer before
+``send()`` returns. Memory is measured on a server in a subprocess (``tests/line_server.py``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from line_server import Echo
+from serving_helpers import (
+    HOST,
+    Greeter,
+    LineReader,
+    capture_logs,
+    connect,
+    local_name,
+    reset_on_close,
+    round_trip,
+    start_server,
+    tls,
+)
+
+import trio_chat
+from trio_chat import AsyncChat, serve_listeners, serve_tcp
+
+TIMEOUT = 10  # seconds (virtual ones under autojump_clock), for a whole test
+
+
+# ------------------------------------------------------------------------------ basic serving
+
+
+async def test_started_returns_the_listeners_and_serves() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(serve_tcp, Echo, 0, host=HOST))
+            assert isinstance(listeners, list)
+            assert all(isinstance(listener, trio.SocketListener) for listener in listeners)
+            port = listeners[0].socket.getsockname()[1]
+            async with await connect(port) as client:
+                assert await round_trip(client, LineReader(client), b"hello\n") == b"hello\n"
+            nursery.cancel_scope.cancel()
+
+
+async def test_thousand_clients_hundred_round_trips_each() -> None:
+    clients, trips = 1000, 100
+    done = 0
+
+    async def client(port: int, number: int) -> None:
+        nonlocal done
+        async with await connect(port) as stream:
+            reader = LineReader(stream)
+            for trip in range(trips):
+                line = b"client %d trip %d\n" % (number, trip)
+                assert await round_trip(stream, reader, line) == line
+        done += 1
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            # All clients come from 127.0.0.1: lift the per-peer limit. max_connections stays at
+            # its default of 1,000, exactly enough.
+            port = await start_server(nursery, Echo, max_connections_per_peer=None)
+            async with trio.open_nursery() as clients_nursery:
+                for number in range(clients):
+                    clients_nursery.start_soon(client, port, number)
+            nursery.cancel_scope.cancel()
+    assert done == clients
+
+
+async def test_half_closed_client_gets_the_whole_reply() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, Echo)
+            async with await connect(port) as client:
+                await client.send_all(b"one\ntwo\n" * 1000)
+                await client.send_eof()
+                assert await LineReader(client).rest() == b"one\ntwo\n" * 1000
+            nursery.cancel_scope.cancel()
+
+
+class TenMiB(AsyncChat):
+    """Queues 10 MiB on connect, then close_when_done()."""
+
+    SIZE = 10 * 1024 * 1024
+
+    def handle_connect(self) -> None:
+        block = bytes(range(256)) * 256  # 64 KiB with a pattern, so order errors show
+        for _ in range(self.SIZE // len(block)):
+            self.push(block)
+        self.close_when_done()
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        pass
+
+    def found_terminator(self) -> None:
+        pass
+
+
+async def test_close_when_done_after_10_mib_delivers_all_then_eof() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, TenMiB)
+            async with await connect(port) as client:
+                received = await LineReader(client).rest()  # ends at EOF
+            assert received == bytes(range(256)) * 256 * (TenMiB.SIZE // 65536)
+            nursery.cancel_scope.cancel()
+
+
+# -------------------------------------------------------------------------------- isolation
+
+
+class Fragile(Greeter):
+    """Echoes lines, but ``boom`` raises from the hook."""
+
+    def found_terminator(self) -> None:
+        if b"".join(self.pieces) == b"boom":
+            raise RuntimeError("the handler broke")
+        super().found_terminator()
+
+
+async def test_handler_exception_closes_only_that_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trio_chat")
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, Fragile)
+            async with await connect(port) as bystander, await connect(port) as victim:
+                by_reader, victim_reader = LineReader(bystander), LineReader(victim)
+                assert await by_reader.line() == b"hi\n"
+                assert await victim_reader.line() == b"hi\n"
+                await victim.send_all(b"boom\n")
+                assert await victim_reader.rest() == b""  # closed, no reply
+                assert await round_trip(bystander, by_reader, b"still here\n") == b"still here\n"
+                victim_name = local_name(victim)
+            async with await connect(port) as newcomer:  # and the server still accepts
+                reader = LineReader(newcomer)
+                assert await reader.line() == b"hi\n"
+                assert await round_trip(newcomer, reader, b"x\n") == b"x\n"
+            nursery.cancel_scope.cancel()
+    [failure] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert failure.levelno == logging.ERROR
+    assert failure.name == "trio_chat"
+    assert victim_name in failure.getMessage()
+    assert failure.exc_info is not None
+    assert isinstance(failure.exc_info[1], RuntimeError)
+    assert "the handler broke" in caplog.text  # the traceback is in the log
+
+
+async def test_factory_failures_are_isolated_and_explained(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = 0
+
+    def factory(stream: trio.abc.Stream) -> AsyncChat:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("factory failed")
+        if calls == 2:
+            return "not a handler"  # type: ignore[return-value]
+        return Greeter(stream)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, factory)
+            for _ in range(2):
+                async with await connect(port) as client:
+                    assert await LineReader(client).rest() == b""
+            async with await connect(port) as client:
+                assert await LineReader(client).line() == b"hi\n"
+            nursery.cancel_scope.cancel()
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2
+    assert all(r.exc_info is not None for r in errors)
+    assert "factory failed" in caplog.text
+    assert "handler_factory must return an AsyncChat, not 'str'" in caplog.text
+
+
+async def test_peer_reset_is_logged_at_debug_without_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trio_chat")
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, Greeter)
+            client = await connect(port)
+            assert await LineReader(client).line() == b"hi\n"
+            await client.send_all(b"half a line")
+            reset_on_close(client)
+            await client.aclose()
+            async with await connect(port) as other:  # served after the reset
+                reader = LineReader(other)
+                assert await reader.line() == b"hi\n"
+                assert await round_trip(other, reader, b"ok\n") == b"ok\n"
+            nursery.cancel_scope.cancel()
+    assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
+    assert all(r.exc_info is None for r in caplog.records)
+    assert "reset" in caplog.text.lower() or "broken" in caplog.text.lower()
+
+
+class Tight(Echo):
+    max_frame_size = 1024
+
+
+async def test_frame_too_long_is_logged_as_a_warning_and_the_next_client_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, Tight)
+            async with await connect(port) as client:
+                await client.send_all(b"x" * 5000)
+                assert await LineReader(client).rest() == b""
+                name = local_name(client)
+            async with await connect(port) as client:
+                assert await round_trip(client, LineReader(client), b"ok\n") == b"ok\n"
+            nursery.cancel_scope.cancel()
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.levelno == logging.WARNING
+    assert warning.exc_info is None  # the peer's fault: no traceback
+    assert name in warning.getMessage()
+    assert "FrameTooLongError" in warning.getMessage()
+
+
+# ----------------------------------------------------------------------------------- limits
+
+
+async def test_idle_timeout_closes_a_silent_connection(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_chat")
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, Greeter, idle_timeout=30)
+            async with await connect(port) as client:
+                reader = LineReader(client)
+                assert await reader.line() == b"hi\n"
+                for _ in range(3):  # input keeps it open, however long in total
+                    await trio.sleep(20)
+                    assert await round_trip(client, reader, b"ping\n") == b"ping\n"
+                last_input = trio.current_time()
+                assert await reader.rest() == b""  # closed by the server...
+                assert trio.current_time() - last_input == pytest.approx(30)  # ...after 30 s
+            nursery.cancel_scope.cancel()
+    assert "idle_timeout" in caplog.text
+
+
+class Sleepy(Greeter):
+    idle_timeout = 5.0
+
+
+@pytest.mark.parametrize(
+    ("option", "closes_after"),
+    [({}, 5.0), ({"idle_timeout": None}, None), ({"idle_timeout": 20}, 20.0)],
+    ids=["class-value-kept", "None-disables", "overridden"],
+)
+async def test_idle_timeout_overrides_the_class_attribute_only_when_given(
+    autojump_clock: trio.testing.MockClock, option: dict[str, Any], closes_after: float | None
+) -> None:
+    seen: list[Greeter] = []
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, partial(Sleepy, seen=seen), **option)
+            async with await connect(port) as client:
+                reader = LineReader(client)
+                assert await reader.line() == b"hi\n"
+                start = trio.current_time()
+                with trio.move_on_after(500):
+                    assert await reader.rest() == b""
+                if closes_after is None:
+                    assert trio.current_time() - start == pytest.approx(500)  # still open
+                else:
+                    assert trio.current_time() - start == pytest.approx(closes_after)
+            nursery.cancel_scope.cancel()
+    assert Sleepy.idle_timeout == 5.0  # the class is left alone
+    assert seen[0].idle_timeout == (5.0 if not option else option["idle_timeout"])
+
+
+async def test_max_queued_bytes_is_set_on_each_handler() -> None:
+    seen: list[Greeter] = []
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, partial(Greeter, seen=seen), max_queued_bytes=1234)
+            async with await connect(port) as client:
+                assert await LineReader(client).line() == b"hi\n"
+            nursery.cancel_scope.cancel()
+    assert seen[0].max_queued_bytes == 1234
+    assert Greeter.max_queued_bytes == AsyncChat.max_queued_bytes
+
+
+async def test_max_connections_pauses_accepting_and_resumes_below_it(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_chat")
+    seen: list[Greeter] = []
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, partial(Greeter, seen=seen), max_connections=2)
+            first, second = await connect(port), await connect(port)
+            for client in (first, second):
+                assert await LineReader(client).line() == b"hi\n"
+            third = await connect(port)  # the kernel completes it; it waits in the backlog
+            third_reader = LineReader(third)
+            with trio.move_on_after(100) as waited:
+                await third_reader.line()
+            assert waited.cancelled_caught  # not accepted for 100 s
+            assert len(seen) == 2
+            await first.aclose()
+            assert await third_reader.line() == b"hi\n"  # accepted as soon as a slot freed
+            assert len(seen) == 3
+            await second.aclose()
+            await third.aclose()
+            nursery.cancel_scope.cancel()
+    assert "max_connections=2 reached" in caplog.text
+    assert "accepting resumed" in caplog.text
+
+
+async def test_max_connections_per_peer_refuses_at_once(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[Greeter] = []
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(
+                nursery, partial(Greeter, seen=seen), max_connections_per_peer=2
+            )
+            first, second = await connect(port), await connect(port)
+            for client in (first, second):
+                assert await LineReader(client).line() == b"hi\n"
+            async with await connect(port) as refused:
+                start = trio.current_time()
+                assert await LineReader(refused).rest() == b""  # closed, no greeting
+                assert trio.current_time() == start  # at once
+                refused_name = local_name(refused)
+            assert len(seen) == 2
+            await first.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+            async with await connect(port) as later:  # below the limit again
+                assert await LineReader(later).line() == b"hi\n"
+            await second.aclose()
+            nursery.cancel_scope.cancel()
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert refused_name in warning.getMessage()
+    assert "max_connections_per_peer=2" in warning.getMessage()
+
+
+class FakeSocket:
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+
+    def getpeername(self) -> tuple[str, int]:
+        return self.address
+
+
+class AddressedStream(trio.abc.Stream):
+    """A memory stream that reports a peer address, as a socket stream does."""
+
+    def __init__(self, inner: trio.abc.Stream, address: tuple[str, int]) -> None:
+        self.inner = inner
+        self.socket = FakeSocket(address)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
+    """Accepts the server ends of memory stream pairs; ``accept()`` may raise scripted errors."""
+
+    def __init__(self, errors: list[OSError] | None = None) -> None:
+        self.send, self.receive = trio.open_memory_channel[trio.abc.Stream](100)
+        self.errors = errors or []
+        self.closed = False
+
+    async def connect(self, address: tuple[str, int] = ("10.0.0.1", 1)) -> trio.abc.Stream:
+        client, server = trio.testing.memory_stream_pair()
+        await self.send.send(AddressedStream(server, address))
+        return client
+
+    async def accept(self) -> trio.abc.Stream:
+        if self.errors:
+            await trio.lowlevel.checkpoint()
+            raise self.errors.pop(0)
+        return await self.receive.receive()
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await trio.lowlevel.checkpoint()
+
+
+async def test_per_peer_limit_counts_addresses_not_ports(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    listener = MemoryListener()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(serve_listeners, Greeter, [listener], max_connections_per_peer=2)
+            )
+            a1 = await listener.connect(("10.0.0.1", 1000))
+            a2 = await listener.connect(("10.0.0.1", 1001))
+            a3 = await listener.connect(("10.0.0.1", 1002))
+            b1 = await listener.connect(("10.0.0.2", 1000))
+            for client in (a1, a2, b1):
+                assert await LineReader(client).line() == b"hi\n"
+            assert await LineReader(a3).rest() == b""
+            nursery.cancel_scope.cancel()
+    assert "refusing connection from 10.0.0.1:1002" in caplog.text
+    assert listener.closed  # serve_listeners closes its listeners, as trio's does
+
+
+@pytest.mark.parametrize("idle_first", [True, False])
+async def test_an_idle_listener_holds_no_connection_slot(idle_first: bool) -> None:
+    # Dual-stack servers have two listeners; at max_connections, the one that gets no
+    # connections must not keep the last free slot from the other.
+    idle, busy = MemoryListener(), MemoryListener()
+    seen: list[Greeter] = []
+    listeners = [idle, busy] if idle_first else [busy, idle]
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(serve_listeners, partial(Greeter, seen=seen), listeners, max_connections=1)
+            )
+            await trio.testing.wait_all_tasks_blocked()
+            first = await busy.connect()
+            assert await LineReader(first).line() == b"hi\n"
+            second = await idle.connect()
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(seen) == 1  # at the limit: the second waits...
+            await first.aclose()
+            assert await LineReader(second).line() == b"hi\n"  # ...for the first to close
+            third = await busy.connect()
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(seen) == 2
+            await second.aclose()
+            assert await LineReader(third).line() == b"hi\n"
+            nursery.cancel_scope.cancel()
+
+
+async def test_accept_capacity_errors_are_logged_and_retried(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = MemoryListener([OSError(errno.EMFILE, "Too many open files")] * 3)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_listeners, Greeter, [listener]))
+            start = trio.current_time()
+            client = await listener.connect()
+            assert await LineReader(client).line() == b"hi\n"
+            assert trio.current_time() - start == pytest.approx(0.3)  # three 100 ms pauses
+            nursery.cancel_scope.cancel()
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 3
+    assert all("EMFILE" in r.getMessage() for r in errors)
+
+
+async def test_other_accept_errors_end_the_server() -> None:
+    listener = MemoryListener([OSError(errno.EBADF, "Bad file descriptor")])
+    with trio.fail_after(TIMEOUT), pytest.RaisesGroup(OSError, flatten_subgroups=True):
+        await serve_listeners(Greeter, [listener])
+    assert listener.closed
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"max_connections": 0}, ValueError, "max_connections must be more than 0"),
+        ({"max_connections": 2.5}, TypeError, "max_connections must be an int"),
+        ({"max_connections_per_peer": -1}, ValueError, "max_connections_per_peer must be"),
+        ({"idle_timeout": "5"}, TypeError, "idle_timeout must be a number or None, not 'str'"),
+        ({"max_queued_bytes": -1}, ValueError, "max_queued_bytes must be 0 or more"),
+        ({"grace_period": -1}, ValueError, "grace_period must be 0 or more"),
+        ({"tls_handshake_timeout": 0}, ValueError, "tls_handshake_timeout must be more than 0"),
+    ],
+)
+async def test_options_are_checked_before_anything_starts(
+    options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    listener = MemoryListener()
+    with trio.fail_after(TIMEOUT):
+        with pytest.raises(error, match=message):
+            await serve_listeners(Greeter, [listener], **options)
+        assert listener.closed  # serve_listeners took them over, so it closes them
+        with pytest.raises(error, match=message):  # before binding a port
+            await serve_tcp(Greeter, 0, host=HOST, **options)
+
+
+async def test_slow_consumer_is_cut_off_while_a_fast_one_goes_on(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    subscribers: list[Greeter] = []
+    chunk = b"n" * 65535 + b"\n"
+    fast_received = 0
+
+    async def read_fast(stream: trio.SocketStream) -> None:
+        nonlocal fast_received
+        while data := await stream.receive_some():
+            fast_received += len(data)
+
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(
+                nursery, partial(Greeter, seen=subscribers), max_queued_bytes=1024 * 1024
+            )
+            fast = await connect(port)
+            # The slow peer never reads; a small receive buffer makes the kernel hold less.
+            sock = trio.socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            await sock.connect((HOST, port))
+            slow = trio.SocketStream(sock)
+            slow_name = local_name(slow)
+            nursery.start_soon(read_fast, fast)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(subscribers) == 2
+            fast_handler, slow_handler = subscribers
+            pushes = 0
+            while pushes < 2000:  # at most 125 MiB; the cut-off comes much earlier
+                pushes += 1
+                for handler in subscribers:
+                    if not handler.closed:
+                        handler.push(chunk)
+                if slow_handler.closed:
+                    break
+                await trio.sleep(0.01)
+            assert slow_handler.closed
+            assert not fast_handler.closed
+            # The fast peer gets everything that was pushed to it.
+            await trio.sleep(1)
+            assert fast_received == len(b"hi\n") + pushes * len(chunk)
+            nursery.cancel_scope.cancel()
+        await fast.aclose()
+        await slow.aclose()
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "max_queued_bytes=1048576" in warning.getMessage()
+    assert slow_name in warning.getMessage()
+
+
+# ------------------------------------------------------------------ cancellation and shutdown
+
+
+async def test_cancelling_the_server_closes_every_connection_promptly() -> None:
+    with trio.fail_after(TIMEOUT):
+        clients: list[trio.SocketStream] = []
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, Greeter, max_connections_per_peer=None)
+            for _ in range(100):
+                client = await connect(port)
+                clients.append(client)
+                assert await LineReader(client).line() == b"hi\n"  # accepted and running
+            started = time.perf_counter()
+            nursery.cancel_scope.cancel()
+        elapsed = time.perf_counter() - started
+        assert elapsed < 1.0, f"closing 100 connections took {elapsed:.2f} s"
+        for client in clients:  # every peer sees EOF: the server closed its socket
+            assert await client.receive_some() == b""
+            await client.aclose()
+        with pytest.raises(OSError):  # the listener is closed too
+            await connect(port)
+
+
+class Deliberate(Greeter):
+    """``work N`` replies ``done`` after N seconds."""
+
+    async def found_terminator(self) -> None:  # type: ignore[override]
+        line = b"".join(self.pieces)
+        if line.startswith(b"work "):
+            self.pieces.clear()
+            await trio.sleep(float(line.split()[1]))
+            self.push(b"done\n")
+        else:
+            super().found_terminator()
+
+
+async def test_graceful_shutdown_finishes_work_then_cancels_the_rest(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_chat")
+    shutdown = trio.Event()
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, Deliberate, shutdown_event=shutdown, grace_period=10)
+            busy, idle = await connect(port), await connect(port)
+            busy_reader, idle_reader = LineReader(busy), LineReader(idle)
+            for reader in (busy_reader, idle_reader):
+                assert await reader.line() == b"hi\n"
+            await busy.send_all(b"work 3\n")
+            await trio.sleep(1)
+            requested = trio.current_time()
+            shutdown.set()
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(OSError):  # no longer accepting: the listeners are closed
+                await connect(port)
+            assert await busy_reader.line() == b"done\n"  # work in progress is finished
+            assert trio.current_time() - requested == pytest.approx(2)
+            await busy.send_all(b"more\n")  # the connection still works in the grace period
+            assert await busy_reader.line() == b"more\n"
+            await busy.aclose()
+            assert await idle_reader.rest() == b""  # the idle one is closed at the end...
+            assert trio.current_time() - requested == pytest.approx(10)  # ...of the grace
+            await idle.aclose()
+        # serve_tcp returned by itself: nothing cancelled this nursery.
+        assert trio.current_time() - requested == pytest.approx(10)
+    assert "shutdown requested" in caplog.text
+    assert "cancelling 1 connection(s)" in caplog.text
+
+
+async def test_graceful_shutdown_returns_as_soon_as_the_last_connection_closes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shutdown = trio.Event()
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, Deliberate, shutdown_event=shutdown)
+            client = await connect(port)
+            reader = LineReader(client)
+            assert await reader.line() == b"hi\n"
+            await client.send_all(b"work 2\n")
+            requested = trio.current_time()
+            shutdown.set()
+            assert await reader.line() == b"done\n"
+            await client.aclose()
+        assert trio.current_time() - requested == pytest.approx(2)  # not the 5 s grace
+
+
+async def test_graceful_shutdown_with_no_connections_and_an_event_already_set(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shutdown = trio.Event()
+    shutdown.set()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                partial(serve_tcp, Greeter, 0, host=HOST, shutdown_event=shutdown)
+            )
+        assert trio.current_time() == 0
+        with pytest.raises(OSError):
+            await connect(listeners[0].socket.getsockname()[1])
+
+
+async def test_graceful_shutdown_also_cancels_connections_in_a_handler_nursery(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shutdown = trio.Event()
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as handlers:
+            async with trio.open_nursery() as nursery:
+                port = await start_server(
+                    nursery,
+                    Greeter,
+                    handler_nursery=handlers,
+                    shutdown_event=shutdown,
+                    grace_period=3,
+                )
+                client = await connect(port)
+                assert await LineReader(client).line() == b"hi\n"
+                requested = trio.current_time()
+                shutdown.set()
+            # serve_tcp returned after the grace period, its connection closed.
+            assert trio.current_time() - requested == pytest.approx(3)
+            assert await client.receive_some() == b""
+            await client.aclose()
+
+
+async def test_cancelling_the_server_leaves_a_handler_nursery_running() -> None:
+    # As with trio.serve_tcp: handler_nursery's tasks belong to the caller.
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as handlers:
+            async with trio.open_nursery() as nursery:
+                port = await start_server(nursery, Greeter, handler_nursery=handlers)
+                client = await connect(port)
+                reader = LineReader(client)
+                assert await reader.line() == b"hi\n"
+                nursery.cancel_scope.cancel()
+            assert await round_trip(client, reader, b"alive\n") == b"alive\n"
+            await client.aclose()
+
+
+# -------------------------------------------------------------------------------------- TLS
+
+
+async def test_tls_echo() -> None:
+    contexts = tls()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, Greeter, ssl_context=contexts.server)
+            stream = trio.SSLStream(
+                await connect(port), contexts.client, server_hostname="localhost"
+            )
+            reader = LineReader(stream)
+            assert await reader.line() == b"hi\n"
+            assert await round_trip(stream, reader, b"secret\n") == b"secret\n"
+            assert stream.version() in ("TLSv1.2", "TLSv1.3")
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_tls_handshake_failures_do_not_disturb_other_clients(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_chat")
+    contexts = tls()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, Greeter, ssl_context=contexts.server)
+            good = trio.SSLStream(await connect(port), contexts.client, server_hostname="localhost")
+            good_reader = LineReader(good)
+            assert await good_reader.line() == b"hi\n"
+            # A plaintext client: the server's handshake fails on its bytes.
+            async with await connect(port) as plain:
+                await plain.send_all(b"HELLO\r\n\r\n")
+                assert await LineReader(plain).rest() == b""
+                plain_name = local_name(plain)
+            # A client that does not trust the certificate: its own handshake fails.
+            distrust = trio.SSLStream(
+                await connect(port), contexts.untrusting, server_hostname="localhost"
+            )
+            with pytest.raises(trio.BrokenResourceError):
+                await distrust.do_handshake()
+            await distrust.aclose()
+            assert await round_trip(good, good_reader, b"unharmed\n") == b"unharmed\n"
+            await good.aclose()
+            nursery.cancel_scope.cancel()
+    failures = [r for r in caplog.records if "TLS handshake" in r.getMessage()]
+    assert any(plain_name in r.getMessage() for r in failures)
+    assert all(r.levelno == logging.INFO and r.exc_info is None for r in failures)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_tls_handshake_timeout(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_chat")
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(
+                nursery, Greeter, ssl_context=tls().server, tls_handshake_timeout=7
+            )
+            async with await connect(port) as mute:  # connects, never says a word
+                start = trio.current_time()
+                assert await mute.receive_some() == b""
+                assert trio.current_time() - start == pytest.approx(7)
+            nursery.cancel_scope.cancel()
+    assert "timed out after 7 seconds" in caplog.text
+
+
+class ByeTLS(AsyncChat):
+    def handle_connect(self) -> None:
+        self.push(b"bye\n")
+        self.close_when_done()
+
+
+async def test_tls_close_when_done_sends_close_notify() -> None:
+    contexts = tls()
+    received: bytes | trio.BrokenResourceError
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, ByeTLS, ssl_context=contexts.server)
+            stream = trio.SSLStream(
+                await connect(port), contexts.client, server_hostname="localhost"
+            )
+            try:
+                received = await LineReader(stream).rest()
+            except trio.BrokenResourceError as exc:  # a truncated stream
+                received = exc
+            await trio.aclose_forcefully(stream)
+            nursery.cancel_scope.cancel()
+    assert not isinstance(received, trio.BrokenResourceError), "no close_notify: truncated"
+    assert received == b"bye\n"  # and then a clean EOF
+
+
+# --------------------------------------------------------------------------------- STARTTLS
+
+
+class MiniSMTP(AsyncChat):
+    """An SMTP-like server: every command is recorded and acknowledged; STARTTLS upgrades."""
+
+    def __init__(self, stream: trio.abc.Stream, log: list[tuple[bytes, bool]]) -> None:
+        super().__init__(stream)
+        self.set_terminator(b"\r\n")
+        self.pieces: list[bytes] = []
+        self.log = log  # (command, whether it came over TLS)
+
+    def handle_connect(self) -> None:
+        self.push(b"220 mini ESMTP\r\n")
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        self.pieces.append(data)
+
+    async def found_terminator(self) -> None:
+        command = b"".join(self.pieces)
+        self.pieces.clear()
+        self.log.append((command, isinstance(self.stream, trio.SSLStream)))
+        if command == b"STARTTLS":
+            self.push(b"220 go ahead\r\n")
+            await self.start_tls(tls().server)
+        elif command == b"QUIT":
+            self.push(b"221 bye\r\n")
+            self.close_when_done()
+        else:
+            self.push(b"250 " + command + b"\r\n")
+
+
+async def crlf_line(stream: trio.abc.ReceiveStream) -> bytes:
+    """One reply line, read a byte at a time so that nothing after it is consumed."""
+    line = b""
+    while not line.endswith(b"\r\n"):
+        byte = await stream.receive_some(1)
+        assert byte, f"EOF after {line!r}"
+        line += byte
+    return line
+
+
+@pytest.mark.parametrize("first", [b"", b"EHLO client\r\n"], ids=["at-once", "after-EHLO"])
+async def test_starttls_discards_pipelined_plaintext(first: bytes) -> None:
+    log: list[tuple[bytes, bool]] = []
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, partial(MiniSMTP, log=log))
+            plain = await connect(port)
+            assert await crlf_line(plain) == b"220 mini ESMTP\r\n"
+            if first:
+                await plain.send_all(first)
+                assert await crlf_line(plain) == b"250 EHLO client\r\n"
+            # The injection: a command pipelined after STARTTLS in the same segment.
+            await plain.send_all(b"STARTTLS\r\nINJECTED\r\n")
+            assert await crlf_line(plain) == b"220 go ahead\r\n"
+            secure = trio.SSLStream(plain, tls().client, server_hostname="localhost")
+            await secure.do_handshake()
+            await secure.send_all(b"NOOP\r\n")
+            assert await crlf_line(secure) == b"250 NOOP\r\n"
+            await secure.send_all(b"QUIT\r\n")
+            assert await crlf_line(secure) == b"221 bye\r\n"
+            await trio.aclose_forcefully(secure)
+            nursery.cancel_scope.cancel()
+    commands = [command for command, _ in log]
+    assert b"INJECTED" not in commands
+    assert log[-3:] == [(b"STARTTLS", False), (b"NOOP", True), (b"QUIT", True)]
+
+
+async def test_starttls_plaintext_sent_after_the_reply_is_a_failed_handshake() -> None:
+    log: list[tuple[bytes, bool]] = []
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, partial(MiniSMTP, log=log))
+            async with await connect(port) as plain:
+                assert await crlf_line(plain) == b"220 mini ESMTP\r\n"
+                await plain.send_all(b"STARTTLS\r\n")
+                assert await crlf_line(plain) == b"220 go ahead\r\n"
+                await plain.send_all(b"INJECTED\r\n")  # plaintext where TLS must be
+                assert await LineReader(plain).rest() == b""  # the server hangs up
+            nursery.cancel_scope.cancel()
+    assert log == [(b"STARTTLS", False)]
+
+
+class SMTPClient(AsyncChat):
+    """The client side of STARTTLS, on AsyncChat too: upgrades when the server says 220."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_terminator(b"\r\n")
+        self.pieces: list[bytes] = []
+        self.replies: list[tuple[bytes, bool]] = []
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        self.pieces.append(data)
+
+    async def found_terminator(self) -> None:
+        reply = b"".join(self.pieces)
+        self.pieces.clear()
+        self.replies.append((reply, isinstance(self.stream, trio.SSLStream)))
+        if reply == b"220 mini ESMTP":
+            self.push(b"STARTTLS\r\n")
+        elif reply == b"220 go ahead":
+            await self.start_tls(tls().client, server_side=False, server_hostname="localhost")
+            self.push(b"NOOP\r\nQUIT\r\n")
+
+
+async def test_starttls_with_asyncchat_on_both_sides() -> None:
+    log: list[tuple[bytes, bool]] = []
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, partial(MiniSMTP, log=log))
+            client = await trio_chat.connect_tcp(SMTPClient(), HOST, port)
+            nursery.cancel_scope.cancel()
+    assert log == [(b"STARTTLS", False), (b"NOOP", True), (b"QUIT", True)]
+    assert client.replies == [
+        (b"220 mini ESMTP", False),
+        (b"220 go ahead", False),
+        (b"250 NOOP", True),
+        (b"221 bye", True),
+    ]
+
+
+# ------------------------------------------------------------------------------------- fuzz
+
+
+class FuzzEcho(Echo):
+    max_frame_size = 512  # so that long garbage also takes the FrameTooLongError path
+
+
+_garbage = st.lists(
+    st.one_of(st.binary(max_size=300), st.sampled_from([b"\n", b"\r\n", b"\x00", b"x" * 600])),
+    max_size=12,
+).map(b"".join)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    sessions=st.lists(
+        st.tuples(
+            _garbage,
+            st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=8),
+            st.sampled_from(["close", "reset", "half-close", "read-then-close"]),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+async def test_fuzzed_garbage_never_stops_the_server(
+    sessions: list[tuple[bytes, list[int], str]],
+) -> None:
+    async def garbage(port: int, data: bytes, sizes: list[int], ending: str) -> None:
+        stream = await connect(port)
+        try:
+            position = 0
+            for size in sizes * (len(data) // sum(sizes) + 1):
+                if position >= len(data):
+                    break
+                await stream.send_all(data[position : position + size])
+                position += size
+                await trio.lowlevel.checkpoint()
+            if ending == "reset":
+                reset_on_close(stream)
+            elif ending == "half-close":
+                await stream.send_eof()
+                await LineReader(stream).rest()
+            elif ending == "read-then-close":
+                with trio.move_on_after(0.05):
+                    await stream.receive_some()
+        except trio.BrokenResourceError:
+            pass  # the server may hang up on garbage first (FrameTooLongError)
+        finally:
+            await stream.aclose()
+
+    with capture_logs() as records, trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, FuzzEcho)
+            probe = await connect(port)
+            probe_reader = LineReader(probe)
+            async with trio.open_nursery() as attackers:
+                for data, sizes, ending in sessions:
+                    attackers.start_soon(garbage, port, data, sizes, ending)
+                    assert await round_trip(probe, probe_reader, b"probe\n") == b"probe\n"
+            assert await round_trip(probe, probe_reader, b"after\n") == b"after\n"
+            async with await connect(port) as fresh:
+                assert await round_trip(fresh, LineReader(fresh), b"fresh\n") == b"fresh\n"
+            await probe.aclose()
+            nursery.cancel_scope.cancel()
+    # Garbage is the peer's problem: nothing the library logs as its own failure.
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == []
+
+
+# ----------------------------------------------------------------- memory (server subprocess)
+
+# The server's RSS may grow at most this much over its baseline while a peer pushes 64 MiB at
+# it. What trio_chat itself holds per connection is ~400 KiB (see the design page); the rest is
+# allocator slack. A server that buffered the input or the replies would grow by tens of MiB.
+RSS_GROWTH_LIMIT = 16 * 1024 * 1024
+FLOOD = 64 * 1024 * 1024  # bytes a hostile peer sends
+REQUEST = 32  # bytes per request line: 2 Mi requests
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (resident now) and VmHWM (the peak) of process *pid*, in KiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0])
+    return fields
+
+
+@attrs.define
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    baseline_kib: int
+
+
+@pytest.fixture(scope="module")
+def line_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc to measure the server's memory")
+    log = tmp_path_factory.mktemp("line_server") / "server.log"
+    script = Path(__file__).with_name("line_server.py")
+    with (
+        log.open("wb") as log_file,
+        subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=log_file
+        ) as process,
+    ):
+        try:
+            yield start_line_server(process, log)
+        finally:
+            stop(process)
+
+
+def start_line_server(process: subprocess.Popen[bytes], log: Path) -> ServerProcess:
+    assert process.stdout is not None
+    port = int(process.stdout.readline().split()[1])
+    # Warm up with one connection, so that the baseline includes what any connection needs.
+    with socket.create_connection((HOST, port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"warm up\n")
+        assert sock.recv(100) == b"warm up\n"
+    time.sleep(0.1)
+    return ServerProcess(process, port, log, memory_kib(process.pid)["VmRSS"])
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def assert_memory_bounded(server: ServerProcess, what: str) -> None:
+    peak = memory_kib(server.process.pid)["VmHWM"]
+    growth = (peak - server.baseline_kib) * 1024
+    print(
+        f"\n{what}: server RSS baseline {server.baseline_kib / 1024:.1f} MiB, "
+        f"peak {peak / 1024:.1f} MiB, growth {growth / 2**20:.2f} MiB "
+        f"(limit {RSS_GROWTH_LIMIT / 2**20:.0f} MiB)"
+    )
+    assert growth < RSS_GROWTH_LIMIT
+
+
+async def test_flood_of_requests_without_reading_memory_stays_bounded(
+    line_server: ServerProcess,
+) -> None:
+    requests = b"".join(b"%0*d\n" % (REQUEST - 1, i) for i in range(FLOOD // REQUEST))
+    sent = 0
+    stalled = trio.Event()
+
+    async def send_all_requests(stream: trio.SocketStream) -> None:
+        nonlocal sent
+        chunk = 65536
+        while sent < len(requests):
+            await stream.send_all(requests[sent : sent + chunk])
+            sent += chunk
+        await stream.send_eof()
+
+    async def notice_stall() -> None:
+        # Not reading, the client soon cannot send either: the server stopped reading (its
+        # replies wait for us), the kernel's buffers filled up, and TCP flow control holds us.
+        last = -1
+        while sent != last and sent < len(requests):
+            last = sent
+            await trio.sleep(0.5)
+        stalled.set()
+
+    received = 0
+
+    async def read_replies(stream: trio.SocketStream) -> None:
+        nonlocal received
+        await stalled.wait()  # only now start reading
+        while data := await stream.receive_some(1 << 20):
+            assert data == requests[received : received + len(data)], "reply out of order"
+            received += len(data)
+
+    with trio.fail_after(120):
+        stream = await connect(line_server.port)
+        async with stream, trio.open_nursery() as nursery:
+            nursery.start_soon(send_all_requests, stream)
+            nursery.start_soon(notice_stall)
+            nursery.start_soon(read_replies, stream)
+            await stalled.wait()
+            stalled_at = sent
+            assert stalled_at < FLOOD // 4, "the server kept reading without anyone reading"
+    assert received == len(requests)  # every reply, in order (checked as they came)
+    assert_memory_bounded(line_server, f"64 MiB of requests (stalled after {stalled_at} bytes)")
+
+
+async def test_flood_without_terminator_is_cut_off(line_server: ServerProcess) -> None:
+    sent = 0
+    block = b"x" * 65536
+    with trio.fail_after(60):
+        async with await connect(line_server.port) as stream:
+            with pytest.raises(trio.BrokenResourceError):  # the server hung up on us
+                while sent < FLOOD:
+                    await stream.send_all(block)
+                    sent += len(block)
+        assert sent < FLOOD // 4
+        # The server logged why, without a traceback...
+        for _ in range(100):
+            if b"FrameTooLongError" in line_server.log.read_bytes():
+                break
+            await trio.sleep(0.05)
+        log = line_server.log.read_text()
+        assert "WARNING trio_chat: closing connection from 127.0.0.1:" in log
+        assert "FrameTooLongError: more than 65536 bytes arrived without the terminator" in log
+        assert "Traceback" not in log
+        # ...and serves the next client.
+        async with await connect(line_server.port) as stream:
+            assert await round_trip(stream, LineReader(stream), b"next\n") == b"next\n"
+    assert_memory_bounded(line_server, f"no terminator (cut off after {sent} bytes sent)")
+
+
+def test_line_server_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    script = Path(__file__).with_name("line_server.py")
+    with (
+        log.open("wb") as log_file,
+        subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=log_file
+        ) as process,
+    ):
+        try:
+            server = start_line_server(process, log)
+            with socket.create_connection((HOST, server.port), timeout=TIMEOUT) as sock:
+                os.kill(process.pid, signal.SIGTERM)
+                time.sleep(0.2)
+                # In the grace period: no new connections, but the open one is still served.
+                with pytest.raises(OSError):
+                    socket.create_connection((HOST, server.port), timeout=TIMEOUT).close()
+                sock.sendall(b"still\n")
+                assert sock.recv(100) == b"still\n"
+            started = time.perf_counter()
+            assert process.wait(TIMEOUT) == 0
+            assert time.perf_counter() - started < 2  # the last connection closed: no more wait
+        finally:
+            stop(process)
+    assert "shutdown requested" in log.read_text()

@@ -1,0 +1,275 @@
+"""The tutorial's example programs (examples/tutorial/), and the claims the tutorial makes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+import run_server
+import step1_echo
+import step2_lines
+import step3_protocol
+import step4_async
+import step5_backpressure
+import trio
+import trio.testing
+from server_process import ServerProcess, talk
+
+import trio_chat
+
+TUTORIAL = Path(__file__).parent.parent / "examples" / "tutorial"
+
+
+async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
+    out = bytearray()
+    while data := await stream.receive_some():
+        out += data
+    return bytes(out)
+
+
+async def read_until(stream: trio.abc.ReceiveStream, end: bytes) -> bytes:
+    out = bytearray()
+    while not out.endswith(end):
+        data = await stream.receive_some()
+        assert data, f"EOF after {bytes(out)!r}"
+        out += data
+    return bytes(out)
+
+
+async def conversation(handler: trio_chat.AsyncChat, *pieces: bytes) -> bytes:
+    """Send *pieces* as separate reads, then EOF; return everything the handler sent."""
+    assert handler.stream is None
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handler.run, server)
+        for piece in pieces:
+            await client.send_all(piece)
+            await trio.testing.wait_all_tasks_blocked()
+        await client.send_eof()
+        return await read_all(client)
+
+
+def make(factory: trio_chat.HandlerFactory) -> trio_chat.AsyncChat:
+    """A handler built without its stream: conversation() gives it one."""
+    return factory(None)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------- step 1
+
+
+async def test_step1_echoes_bytes_as_they_arrive() -> None:
+    with trio.fail_after(5):
+        reply = await conversation(make(step1_echo.Echo), b"no terminator ", b"needed\n", b"\x00")
+    assert reply == b"no terminator needed\n\x00"
+
+
+# ------------------------------------------------------------------- step 2
+
+
+async def test_step2_answers_each_line_however_it_is_split() -> None:
+    data = b"hello\r\nwor" + b"ld\nthree\nfour\n"
+    with trio.fail_after(10):
+        for cut in range(len(data) + 1):
+            reply = await conversation(make(step2_lines.Upper), data[:cut], data[cut:])
+            assert reply == b"HELLO\nWORLD\nTHREE\nFOUR\n", cut
+
+
+async def test_step2_an_unfinished_line_is_handed_over_at_eof_but_not_answered() -> None:
+    handler = make(step2_lines.Upper)
+    assert isinstance(handler, step2_lines.Upper)
+    with trio.fail_after(5):
+        assert await conversation(handler, b"a\nhalf a line\r") == b"A\n"
+    assert handler.pieces == [b"half a line\r"]  # the held-back b"\r" too
+
+
+async def test_step2_a_line_longer_than_max_frame_size_ends_the_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Through the server: the error is logged, that connection closed, the server goes on.
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(run_server.serve, step2_lines.Upper, 0)
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(b"x" * (trio_chat.DEFAULT_MAX_FRAME_SIZE + 1))
+                assert await read_all(stream) == b""
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(b"still here\n")
+                assert await read_until(stream, b"\n") == b"STILL HERE\n"
+            nursery.cancel_scope.cancel()
+    assert any("FrameTooLongError" in r.getMessage() for r in caplog.records), caplog.text
+
+
+# ------------------------------------------------------------------- step 3
+
+
+async def test_step3_protocol() -> None:
+    store: dict[bytes, bytes] = {}
+    handler = make(partial(step3_protocol.KeyValue, store=store))
+    with trio.fail_after(5):
+        reply = await conversation(
+            handler,
+            b"SET colour blue\r\nGET colour\nget nothing\nKEYS\nSET x\nDANCE\n",
+            b"QUIT\nSET after quit\n",
+        )
+    help_line = b"commands: SET key value, GET key, KEYS, QUIT\r\n"
+    assert reply == (
+        b"HELLO " + help_line + b"OK\r\nVALUE blue\r\nNOT FOUND\r\nKEYS colour\r\n"
+        b"ERROR " + help_line + b"ERROR " + help_line + b"BYE\r\n"
+    )
+    assert store == {b"colour": b"blue"}  # input after QUIT was not processed
+
+
+async def test_step3_connections_share_the_store() -> None:
+    store: dict[bytes, bytes] = {}
+    factory = partial(step3_protocol.KeyValue, store=store)
+    with trio.fail_after(5):
+        await conversation(make(factory), b"SET k v\n")
+        reply = await conversation(make(factory), b"GET k\n")
+    assert reply.endswith(b"\r\nVALUE v\r\n")
+
+
+# ------------------------------------------------------------------- step 4
+
+
+async def test_step4_a_waiting_hook_holds_back_this_connection_only(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    slow_client, slow_server = trio.testing.memory_stream_pair()
+    fast_client, fast_server = trio.testing.memory_stream_pair()
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(step4_async.Waiter(slow_server).run)
+            nursery.start_soon(step4_async.Waiter(fast_server).run)
+            start = trio.current_time()
+            await slow_client.send_all(b"SLEEP 10\nCOUNT 2\n")  # COUNT waits for SLEEP
+            await fast_client.send_all(b"COUNT 3\n")
+            assert await read_until(fast_client, b"3\r\n") == b"1\r\n2\r\n3\r\n"
+            assert trio.current_time() == start  # not held up by the sleeping neighbour
+            assert await read_until(slow_client, b"2\r\n") == b"AWAKE\r\n1\r\n2\r\n"
+            assert trio.current_time() - start == pytest.approx(10)
+            for client in slow_client, fast_client:
+                await client.send_all(b"QUIT\n")
+                assert await read_all(client) == b"BYE\r\n"
+
+
+async def test_step4_the_producer_runs_only_as_fast_as_the_client_reads() -> None:
+    made = 0
+    numbers = step4_async.numbers
+
+    def counting(n: int) -> Iterator[bytes]:
+        nonlocal made
+        for line in numbers(n):
+            made += 1
+            yield line
+
+    client, server = trio.testing.lockstep_stream_pair()  # no buffering at all
+    with trio.fail_after(5), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(step4_async, "numbers", counting)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(step4_async.Waiter(server).run)
+            await client.send_all(b"COUNT 1000000\n")
+            assert await client.receive_some(3) == b"1\r\n"
+            await trio.testing.wait_all_tasks_blocked()
+            assert made <= 3  # not a million lines in memory
+            nursery.cancel_scope.cancel()
+
+
+async def test_step4_a_silent_client_is_disconnected(autojump_clock: trio.abc.Clock) -> None:
+    client, server = trio.testing.memory_stream_pair()
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(step4_async.Waiter(server).run)
+            assert await read_all(client) == b""
+    assert trio.current_time() == pytest.approx(step4_async.Waiter.idle_timeout)
+
+
+async def test_step4_errors() -> None:
+    with trio.fail_after(5):
+        reply = await conversation(make(step4_async.Waiter), b"SLEEP\nCOUNT x\n")
+    assert reply == b"ERROR commands: SLEEP seconds, COUNT n, QUIT\r\n" * 2
+
+
+# ------------------------------------------------------------------- step 5
+
+
+async def test_step5_prints_what_the_tutorial_shows(capsys: pytest.CaptureFixture[str]) -> None:
+    with trio.fail_after(5):
+        await step5_backpressure.experiment()
+    expected = (TUTORIAL / "step5_backpressure.out").read_text(encoding="utf-8")
+    assert capsys.readouterr().out == expected
+
+
+# --------------------------------------------------------------- what runs where
+
+
+async def test_cancelling_the_server_closes_every_connection() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(run_server.serve, step2_lines.Upper, 0)
+            clients = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(3)]
+            for client in clients:
+                await client.send_all(b"hi\n")
+                assert await read_until(client, b"\n") == b"HI\n"
+            nursery.cancel_scope.cancel()
+        for client in clients:
+            assert await read_all(client) == b""  # each server-side stream was closed
+            await client.aclose()
+
+
+async def test_an_exception_in_one_connection_leaves_the_others_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Fussy(step2_lines.Upper):
+        def found_terminator(self) -> None:
+            if b"".join(self.pieces) == b"boom":
+                raise RuntimeError("boom")
+            super().found_terminator()
+
+    caplog.set_level(logging.ERROR, logger="trio_chat")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(run_server.serve, Fussy, 0)
+            calm = await trio.open_tcp_stream("127.0.0.1", port)
+            fussy = await trio.open_tcp_stream("127.0.0.1", port)
+            await fussy.send_all(b"boom\n")
+            assert await read_all(fussy) == b""
+            await calm.send_all(b"fine\n")
+            assert await read_until(calm, b"\n") == b"FINE\n"
+            await calm.aclose()
+            await fussy.aclose()
+            nursery.cancel_scope.cancel()
+    assert "RuntimeError: boom" in caplog.text
+
+
+# --------------------------------------------------------------- the programs
+
+
+@pytest.mark.parametrize(
+    ("step", "request_bytes", "expect"),
+    [
+        ("step1_echo.py", b"ping\n", b"ping\n"),
+        ("step2_lines.py", b"ping\n", b"PING\n"),
+        ("step3_protocol.py", b"SET a b\nGET a\n", b"VALUE b\r\n"),
+        ("step4_async.py", b"COUNT 2\n", b"2\r\n"),
+    ],
+)
+def test_each_step_runs_as_a_program(step: str, request_bytes: bytes, expect: bytes) -> None:
+    with ServerProcess([str(TUTORIAL / step), "--port", "0"]) as server:
+        port = server.port()
+        assert talk(port, request_bytes, until_eof=False, expect=expect).endswith(expect)
+        out = server.stop()
+    assert server.returncode == 0, server.stderr
+    assert out == ""
+
+
+def test_step5_runs_as_a_program() -> None:
+    with ServerProcess([str(TUTORIAL / "step5_backpressure.py")]) as server:
+        server.wait()
+    assert server.returncode == 0, server.stderr
+    expected = (TUTORIAL / "step5_backpressure.out").read_text(encoding="utf-8")
+    assert "\n".join(server.lines) + "\n" == expected

@@ -1,0 +1,445 @@
+"""``FramedStream``: pull-style framing over any trio stream, driven by the sans-IO buffer.
+
+``AsyncChat`` pushes frames into callbacks; ``FramedStream`` lets a task ``await`` the next one::
+
+    line = await stream.receive_until(b"\\r\\n")
+    body = await stream.receive_exactly(length)
+
+Both are thin drivers over the same :class:`~trio_chat.TerminatorBuffer`, so framing rules,
+limits and the linear-time guarantee are identical. This module imports the core and trio only
+(never the serving layer or the CLI).
+
+Cancellation never loses bytes: the pieces of a frame already taken from the buffer are kept and
+the next call with the same request continues where the cancelled one stopped; any other call
+first puts them back in front of the unread bytes.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Final, SupportsIndex, TypeAlias, cast, overload
+
+import trio
+
+from ._buffer import (
+    DEFAULT_MAX_FRAME_SIZE,
+    END_OF_INPUT,
+    NEED_DATA,
+    Terminator,
+    TerminatorBuffer,
+    TerminatorFound,
+)
+from ._exceptions import FrameTooLongError, IncompleteFrameError
+
+__all__ = ["DEFAULT_RECEIVE_SIZE", "Delimiter", "FramedStream", "HalfCloseableFramedStream"]
+
+#: What :meth:`FramedStream.receive_until` accepts: bytes, a tuple of bytes (any of them), or a
+#: compiled bytes regular expression; see :class:`~trio_chat.TerminatorBuffer` for the rules.
+Delimiter: TypeAlias = "bytes | tuple[bytes, ...] | re.Pattern[bytes]"
+
+#: The most bytes one read of the wrapped stream asks for: 64 KiB, trio's own default for
+#: ``SocketStream.receive_some`` and asynchat's ``ac_in_buffer_size``. With ``max_bytes`` it
+#: bounds what a ``FramedStream`` holds: about ``max_bytes + DEFAULT_RECEIVE_SIZE``.
+DEFAULT_RECEIVE_SIZE: Final = 65536
+
+
+class _ConflictDetector:
+    """Raise ``trio.BusyResourceError`` when two tasks use the same side at once.
+
+    trio's own streams use the same small guard (``trio._util.ConflictDetector``, private).
+    """
+
+    __slots__ = ("_held", "_message")
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+        self._held = False
+
+    def __enter__(self) -> None:
+        if self._held:
+            raise trio.BusyResourceError(self._message)
+        self._held = True
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._held = False
+
+
+def _check_size(value: SupportsIndex, name: str) -> int:
+    size = operator.index(value)  # raises TypeError for floats
+    if size < 1:
+        raise ValueError(f"{name} must be >= 1, not {size}")
+    return size
+
+
+def _check_limit(value: SupportsIndex) -> int:
+    limit = operator.index(value)  # raises TypeError for floats
+    if limit < 0:
+        raise ValueError(f"max_bytes must be >= 0, not {limit}")
+    return limit
+
+
+def _check_delimiter(delimiter: object) -> None:
+    if delimiter is None or isinstance(delimiter, int):
+        instead = (
+            "receive_exactly(n) to read n bytes" if delimiter is not None else "receive_some()"
+        )
+        raise TypeError(
+            "receive_until() takes bytes, a tuple of bytes or a compiled bytes regex, not "
+            f"{type(delimiter).__name__!r}; use {instead}"
+        )
+    if delimiter == b"":
+        raise ValueError("receive_until() needs a non-empty delimiter, not b''")
+
+
+class FramedStream(trio.abc.Stream):
+    r"""Wraps a :class:`trio.abc.Stream` to receive whole frames: up to a delimiter, or a count.
+
+    It is a stream itself: :meth:`receive_some` returns the bytes already buffered first, and
+    :meth:`send_all`, :meth:`wait_send_all_might_not_block` and :meth:`aclose` pass through.
+    ``FramedStream(stream)`` returns a :class:`HalfCloseableFramedStream` (with ``send_eof()``)
+    when *stream* is a :class:`trio.abc.HalfCloseableStream`.
+
+    For example::
+
+        async def handle(raw: trio.SocketStream) -> None:
+            stream = trio_chat.FramedStream(raw, max_bytes=1024)
+            async for line in stream.frames((b"\r\n", b"\n")):
+                await stream.send_all(line.upper() + b"\r\n")
+
+    The end of the input raises :class:`trio.EndOfChannel` from the receive methods when it
+    falls between frames (and ends :meth:`frames`), and :class:`~trio_chat.IncompleteFrameError`
+    in the middle of one (its ``.partial`` holds the bytes that did arrive; they are consumed).
+    More than *max_bytes* without the delimiter raise :class:`~trio_chat.FrameTooLongError`,
+    and every byte received stays readable afterwards (:meth:`receive_some` returns it).
+
+    Memory: a ``FramedStream`` holds at most about ``max_bytes + receive_size`` bytes (twice
+    *max_bytes* for a regex delimiter, whose match may be as long as a frame).
+
+    Args:
+        stream: the stream to wrap; the ``FramedStream`` owns it (:meth:`aclose` closes it).
+        max_bytes: the most bytes of one frame for :meth:`receive_until`, not counting the
+            delimiter (None: no limit, which lets a peer that never sends the delimiter make
+            the buffer grow without bound).
+        receive_size: the most bytes one read of *stream* asks for.
+    """
+
+    @overload
+    def __new__(
+        cls,
+        stream: trio.abc.HalfCloseableStream,
+        *,
+        max_bytes: int | None = ...,
+        receive_size: int = ...,
+    ) -> HalfCloseableFramedStream: ...
+
+    @overload
+    def __new__(
+        cls, stream: trio.abc.Stream, *, max_bytes: int | None = ..., receive_size: int = ...
+    ) -> FramedStream: ...
+
+    def __new__(
+        cls,
+        stream: trio.abc.Stream,
+        *,
+        max_bytes: int | None = DEFAULT_MAX_FRAME_SIZE,
+        receive_size: int = DEFAULT_RECEIVE_SIZE,
+    ) -> FramedStream:
+        # One call for users, an honest isinstance() for trio: only a stream that can send EOF
+        # is wrapped in the class that offers send_eof().
+        if cls is FramedStream and isinstance(stream, trio.abc.HalfCloseableStream):
+            cls = HalfCloseableFramedStream
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        max_bytes: int | None = DEFAULT_MAX_FRAME_SIZE,
+        receive_size: int = DEFAULT_RECEIVE_SIZE,
+    ) -> None:
+        if not isinstance(stream, trio.abc.Stream):
+            raise TypeError(f"FramedStream wraps a trio.abc.Stream, not {type(stream).__name__!r}")
+        self._stream = stream
+        self._buffer = TerminatorBuffer(None, max_frame_size=max_bytes)
+        self._max_bytes = self._buffer.max_frame_size
+        self._receive_size = _check_size(receive_size, "receive_size")
+        self._pieces: list[bytes] = []  # the current frame's data taken from the buffer so far
+        self._key: tuple[object, ...] | None = None  # the request the buffer is set up for
+        self._wanted: object = None  # the terminator of that request, for IncompleteFrameError
+        self._last_delimiter: bytes | None = None
+        self._closed = False
+        self._receive_guard = _ConflictDetector(
+            "another task is already receiving from this FramedStream"
+        )
+        # trio's contract for every stream, checked here whatever the wrapped stream does.
+        self._send_guard = _ConflictDetector(
+            "another task is already sending on this FramedStream (send_all, send_eof and "
+            "wait_send_all_might_not_block are one side)"
+        )
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def transport_stream(self) -> trio.abc.Stream:
+        """The wrapped stream (named as trio names it on :class:`trio.SSLStream`)."""
+        return self._stream
+
+    @property
+    def max_bytes(self) -> int | None:
+        """The default frame limit of :meth:`receive_until` (None: no limit); settable."""
+        return self._max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, value: int | None) -> None:
+        self._buffer.max_frame_size = value  # validates
+        self._max_bytes = value
+        self._key = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received from the wrapped stream and not returned yet."""
+        return sum(map(len, self._pieces)) + self._buffer.buffered
+
+    @property
+    def last_delimiter(self) -> bytes | None:
+        """The bytes that ended the last frame from :meth:`receive_until`: which element of a
+        tuple matched, or what a regex matched (None before the first frame)."""
+        return self._last_delimiter
+
+    # --------------------------------------------------------------------- framing
+
+    async def receive_until(self, delimiter: Delimiter, *, max_bytes: int | None = None) -> bytes:
+        r"""Receive the next frame: the bytes up to *delimiter*, which is consumed but not returned.
+
+        Args:
+            delimiter: bytes; a tuple of bytes, such as ``(b"\r\n", b"\n")`` (the match that
+                starts first ends the frame, the longest of those that start there); or a
+                compiled bytes regex, such as ``re.compile(rb"\r?\n")``.
+                :attr:`last_delimiter` tells what matched.
+            max_bytes: the most bytes of this frame (default: the stream's :attr:`max_bytes`).
+
+        Raises:
+            trio.EndOfChannel: the input ended before the frame started.
+            IncompleteFrameError: the input ended in the middle of the frame.
+            FrameTooLongError: more than *max_bytes* arrived without the delimiter; all of them
+                stay readable.
+            TypeError: *delimiter* is not bytes, a tuple of bytes or a bytes regex (for a
+                count use :meth:`receive_exactly`).
+            ValueError: *delimiter* is ``b""`` or a regex that cannot be streamed (see
+                :class:`~trio_chat.TerminatorBuffer`).
+            trio.BusyResourceError: another task is receiving.
+            trio.ClosedResourceError: this stream was closed.
+        """
+        with self._receive_guard:
+            limit = self._max_bytes if max_bytes is None else _check_limit(max_bytes)
+            key = ("until", delimiter, limit)
+            if key != self._key:
+                _check_delimiter(delimiter)
+                self._begin(key, delimiter, limit)
+            return await self._receive_frame()
+
+    async def receive_exactly(self, n: int) -> bytes:
+        """Receive exactly *n* bytes (a frame of a known length; ``0`` returns ``b""``).
+
+        *n* is not checked against :attr:`max_bytes`: when it comes from the peer (a length
+        header), check it before calling.
+
+        Raises:
+            trio.EndOfChannel: the input ended before any of the bytes arrived.
+            IncompleteFrameError: the input ended after some of them.
+            ValueError: *n* is negative.
+            trio.BusyResourceError: another task is receiving.
+            trio.ClosedResourceError: this stream was closed.
+        """
+        with self._receive_guard:
+            n = operator.index(n)
+            if n < 0:
+                raise ValueError(f"receive_exactly() needs n >= 0, not {n}")
+            if n == 0:
+                await trio.lowlevel.checkpoint()
+                self._check_open()
+                return b""
+            key = ("exactly", n)
+            if key != self._key:
+                self._begin(key, n, None)
+            frame = await self._receive_frame()
+            self._key = None  # a satisfied count leaves the buffer with no terminator
+            return frame
+
+    def frames(self, delimiter: Delimiter, *, max_bytes: int | None = None) -> AsyncIterator[bytes]:
+        """Iterate over frames ending with *delimiter* (as :meth:`receive_until`) until EOF.
+
+        The iteration ends when the input ends between frames; an incomplete last frame raises
+        :class:`~trio_chat.IncompleteFrameError`.
+        """
+        return _Frames(self, delimiter, max_bytes)
+
+    # --------------------------------------------------------------- pass-through
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Return buffered bytes if there are any (at most *max_bytes*), else receive from the
+        wrapped stream; ``b""`` at the end of the input.
+
+        Raises:
+            ValueError: *max_bytes* is less than 1.
+            trio.BusyResourceError: another task is receiving.
+            trio.ClosedResourceError: this stream was closed.
+        """
+        with self._receive_guard:
+            if max_bytes is not None:
+                max_bytes = _check_size(max_bytes, "max_bytes")
+            if self._pieces:
+                self._rewind()
+            if self._closed:
+                await trio.lowlevel.checkpoint()
+                self._check_open()
+            buf = self._buffer
+            if buf.buffered or buf.eof:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                self._key = None
+                buf.set_terminator(max_bytes)  # None: everything buffered; n: at most n bytes
+                event = buf.next_event()
+                if event.__class__ is not bytes:
+                    data = b""
+                else:
+                    data = event
+                    if len(data) == max_bytes:
+                        buf.next_event()  # the count was satisfied: consume its TerminatorFound
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+            received = await self._stream.receive_some(max_bytes)
+            if not received:
+                self._buffer.feed_eof()  # so receive_until() reports the end too
+            return bytes(received)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send *data* on the wrapped stream."""
+        with self._send_guard:
+            await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """As the wrapped stream's."""
+        with self._send_guard:
+            await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        """Drop the buffered bytes and close the wrapped stream."""
+        self._closed = True
+        self._pieces.clear()
+        self._buffer.clear()
+        await self._stream.aclose()
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("this FramedStream was closed")
+
+    def _begin(self, key: tuple[object, ...], terminator: Terminator, limit: int | None) -> None:
+        """Set the buffer up for a new kind of request."""
+        if self._pieces:
+            self._rewind()
+        self._buffer.set_terminator(terminator)
+        self._buffer.max_frame_size = limit
+        self._key = key
+        self._wanted = terminator
+
+    def _rewind(self) -> None:
+        """Put the pieces of an abandoned frame back in front of the unread bytes."""
+        old = self._buffer
+        data = b"".join(self._pieces) + old.clear()
+        self._pieces.clear()
+        self._buffer = TerminatorBuffer(None, max_frame_size=old.max_frame_size)
+        if data:
+            self._buffer.feed(data)
+        if old.eof:
+            self._buffer.feed_eof()
+        self._key = None
+
+    def _next_frame(self) -> bytes | None:
+        """Take the next complete frame from the buffer, or None if more input is needed."""
+        buf = self._buffer
+        pieces = self._pieces
+        while True:
+            try:
+                event = buf.next_event()
+            except FrameTooLongError:
+                self._rewind()  # every byte stays readable
+                raise
+            if event.__class__ is bytes:
+                pieces.append(event)
+            elif event is NEED_DATA:
+                return None
+            elif event is END_OF_INPUT:
+                self._key = None
+                if pieces:
+                    partial = b"".join(pieces)
+                    pieces.clear()
+                    raise IncompleteFrameError(partial, self._wanted)
+                raise trio.EndOfChannel("the input ended (between frames)")
+            else:
+                frame = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                pieces.clear()
+                terminator = cast(TerminatorFound, event).terminator
+                if terminator.__class__ is bytes:
+                    self._last_delimiter = terminator
+                return frame
+
+    async def _receive_frame(self) -> bytes:
+        # trio's pattern for "maybe ready at once": a cancel point first, then either a real
+        # wait in the wrapped stream, or a schedule point that cannot be cancelled (so a frame
+        # already taken from the buffer is never lost to a cancellation).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
+        try:
+            self._check_open()
+            while (frame := self._next_frame()) is None:
+                waited = True  # the wrapped stream's receive_some checkpoints, even on errors
+                data = await self._stream.receive_some(self._receive_size)
+                if data:
+                    self._buffer.feed(data)
+                else:
+                    self._buffer.feed_eof()
+        finally:
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+        return frame
+
+
+class HalfCloseableFramedStream(FramedStream, trio.abc.HalfCloseableStream):
+    """A :class:`FramedStream` over a :class:`trio.abc.HalfCloseableStream`: adds
+    :meth:`send_eof`. ``FramedStream(stream)`` picks it for you."""
+
+    async def send_eof(self) -> None:
+        """Close the sending side of the wrapped stream; receiving goes on."""
+        with self._send_guard:
+            await cast(trio.abc.HalfCloseableStream, self._stream).send_eof()
+
+
+class _Frames:
+    """The async iterator of :meth:`FramedStream.frames` (a class, not an async generator, so
+    there is nothing to finalise when a loop is left early)."""
+
+    __slots__ = ("_delimiter", "_max_bytes", "_stream")
+
+    def __init__(self, stream: FramedStream, delimiter: Delimiter, max_bytes: int | None) -> None:
+        self._stream = stream
+        self._delimiter = delimiter
+        self._max_bytes = max_bytes
+
+    def __aiter__(self) -> _Frames:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._stream.receive_until(self._delimiter, max_bytes=self._max_bytes)
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
