@@ -592,3 +592,35 @@ def test_async_chat_alias_and_public_surface() -> None:
     assert AsyncChat.max_frame_size == trio_chat.DEFAULT_MAX_FRAME_SIZE
     for name in trio_chat.__all__:
         assert hasattr(trio_chat, name), name
+
+
+async def test_last_terminator_tells_which_tuple_member_matched() -> None:
+    matched: list[bytes | int | None] = []
+
+    class Either(Lines):
+        def on_frame(self, frame: bytes) -> None:
+            matched.append(self.last_terminator)
+
+    client, server = trio.testing.memory_stream_pair()
+    chat = Either(server, (b"\r\n", b"\n"))
+    assert chat.last_terminator is None
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            await client.send_all(b"dos\r\nunix\nold\r")
+            await client.send_all(b"\n")
+            await client.send_eof()
+            await read_all(client)
+    assert chat.frames == [b"dos", b"unix", b"old"]
+    assert matched == [b"\r\n", b"\n", b"\r\n"]
+
+
+async def test_stream_closed_under_the_handler_ends_run() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    chat = Lines(server)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            await trio.testing.wait_all_tasks_blocked()
+            await server.aclose()  # not through the handler
+    assert chat.closed

@@ -28,6 +28,7 @@ from ._buffer import (
     NEED_DATA,
     Terminator,
     TerminatorBuffer,
+    TerminatorFound,
 )
 from ._producers import ProducerLike, as_bytes
 from ._util import peer_name
@@ -64,8 +65,8 @@ class AsyncChat:
     Attributes:
         ac_in_buffer_size: the most bytes one read asks the stream for.
         ac_out_buffer_size: the most queued bytes joined into one write.
-        max_frame_size: the most bytes of one frame with a ``bytes`` terminator (None: no limit);
-            read when the handler is created and by :meth:`set_terminator`.
+        max_frame_size: the most bytes of one frame with a bytes, tuple or regex terminator
+            (None: no limit); read when the handler is created and by :meth:`set_terminator`.
         out_high_water: while more than this many pushed bytes wait to be sent, the receive loop
             stops reading (it resumes at half of it).
         max_queued_bytes: when pushes made by *other* tasks (a chat room broadcasting, say) leave
@@ -101,6 +102,7 @@ class AsyncChat:
         self._scope: trio.CancelScope | None = None
         self._error: Exception | None = None
         self._receive_task: trio.lowlevel.Task | None = None
+        self._last_found: TerminatorFound | None = None
         self._graceful = False  # close_when_done() finished flushing: close the stream politely
         self._send_idle = True  # the send loop is parked on an empty queue
         # The send loop parks here rather than in receive(): a blocked receive() would take the
@@ -145,6 +147,13 @@ class AsyncChat:
         return peer_name(self._stream)
 
     @property
+    def last_terminator(self) -> bytes | int | None:
+        """What matched at the last :meth:`found_terminator`: the bytes (which member of a tuple,
+        what a regex matched) or the count; None before the first."""
+        found = self._last_found
+        return None if found is None else found.terminator
+
+    @property
     def queued_bytes(self) -> int:
         """Pushed bytes not yet written to the stream (producers are not counted)."""
         return self._queued
@@ -155,13 +164,15 @@ class AsyncChat:
         return self._closed
 
     def set_terminator(self, term: Terminator) -> None:
-        """Set the input delimiter: bytes to search for, a count of bytes, or None.
+        """Set the input delimiter; it applies at once to input already received.
 
-        ``b""`` and ``0`` act as None; the change applies at once to input already received.
+        *term* is bytes to search for, an int count of bytes, None (everything; ``b""`` and ``0``
+        act as None), a tuple of bytes (the earliest match wins, then the longest) or a compiled
+        bytes regular expression; :attr:`last_terminator` tells which bytes matched.
 
         Raises:
             TypeError: *term* is a ``str`` (pass bytes) or another type.
-            ValueError: *term* is a negative int.
+            ValueError: *term* is a negative int, or a pattern the buffer cannot search.
         """
         self._buffer.set_terminator(term)
         self._buffer.max_frame_size = self.max_frame_size
@@ -429,6 +440,8 @@ class AsyncChat:
                 logger.debug("connection reset by peer while receiving: %r", exc)
                 data = b""
             except trio.ClosedResourceError:
+                # Someone closed our stream under us: end the connection (and the send loop).
+                self.close()
                 return
             if not data:
                 self._buffer.feed_eof()
@@ -453,6 +466,7 @@ class AsyncChat:
             elif event is NEED_DATA or event is END_OF_INPUT:
                 return
             else:
+                self._last_found = event  # type: ignore[assignment]
                 result = found()
                 if result is not None:
                     await self._call_hook(result)

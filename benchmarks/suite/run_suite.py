@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import select
+import shutil
 import signal
 import statistics
 import subprocess
@@ -156,7 +157,9 @@ def start_server(
             raise ServerSkippedError(line[5:])
     stop_server(proc)
     errors.seek(0)
-    raise RunFailedError(f"{server.name} did not start ({line!r}): {errors.read()[-2000:]}")
+    reason = errors.read()[-2000:]
+    errors.close()
+    raise RunFailedError(f"{server.name} did not start ({line!r}): {reason}")
 
 
 def stop_server(proc: subprocess.Popen[str]) -> None:
@@ -532,6 +535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = args.runs or (1 if args.quick else 3)
     if runs < 1:
         parser.error("--runs must be positive")
+    if args.py_spy and shutil.which("py-spy") is None:
+        parser.error("--py-spy needs py-spy on PATH (pip install py-spy)")
 
     if args.from_json:
         results = json.loads(args.from_json.read_text(encoding="utf-8"))
