@@ -616,7 +616,7 @@ async def test_last_terminator_tells_which_tuple_member_matched() -> None:
 
 
 async def test_stream_closed_under_the_handler_ends_run() -> None:
-    client, server = trio.testing.memory_stream_pair()
+    _client, server = trio.testing.memory_stream_pair()
     chat = Lines(server)
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
