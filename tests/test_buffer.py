@@ -892,3 +892,106 @@ def test_clear_returns_the_dropped_bytes() -> None:
     assert buf.next_event() == b"abc"
     assert buf.clear() == b"defghi"  # the b"\n" was consumed; its event is dropped
     assert buf.clear() == b""
+
+
+# ------------------------------------------------------------------------ deliver()
+
+
+def run_deliver(
+    chunks: Iterable[bytes],
+    schedule: Sequence[Terminator],
+    *,
+    max_frame_size: int | None = None,
+    max_frames: int = 3,
+) -> list[Norm]:
+    """As run_chunks, but through deliver() and its callbacks."""
+    sched = list(schedule)
+    buf = TerminatorBuffer(sched.pop(0), max_frame_size=max_frame_size)
+    out: list[Norm] = []
+
+    def collect(data: bytes) -> None:
+        assert data, "collected data must never be empty"
+        if out and out[-1][0] == "data":
+            out[-1] = ("data", out[-1][1] + data)
+        else:
+            out.append(("data", data))
+
+    def found() -> None:
+        assert buf.last_found is not None
+        out.append(("found", buf.last_found.terminator))
+        if sched:
+            buf.set_terminator(sched.pop(0))
+
+    def drain() -> bool:
+        while True:
+            try:
+                result = buf.deliver(collect, found, max_frames)
+            except FrameTooLongError as exc:
+                out.append(("error", exc.limit))
+                return False
+            if result is NEED_DATA:
+                return True
+            if result is END_OF_INPUT:
+                out.append(("end", None))
+                return False
+            assert result is None  # a batch of max_frames frames
+
+    for chunk in chunks:
+        buf.feed(chunk)
+        if not drain():
+            return out
+    buf.feed_eof()
+    drain()
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=payloads,
+    schedule=st.lists(terminators, min_size=1, max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=30),
+    max_frame_size=st.one_of(st.none(), st.integers(min_value=0, max_value=10)),
+)
+def test_deliver_gives_the_events_of_next_event(
+    data: bytes, schedule: list[Terminator], cuts: list[int], max_frame_size: int | None
+) -> None:
+    chunks = split(data, cuts)
+    expected = run_chunks(chunks, schedule, max_frame_size=max_frame_size)
+    assert run_deliver(chunks, schedule, max_frame_size=max_frame_size) == expected
+
+
+def test_deliver_returns_a_hooks_result_and_keeps_the_terminator_due() -> None:
+    buf = TerminatorBuffer(b"\n")
+    buf.feed(b"ab\ncd\n")
+    calls: list[str] = []
+    marker = object()
+
+    def collect(data: bytes) -> object:
+        calls.append(data.decode())
+        return marker if data == b"ab" else None
+
+    def found() -> None:
+        calls.append("found")
+
+    assert buf.deliver(collect, found, 100) is marker
+    assert calls == ["ab"]
+    assert buf.deliver(collect, found, 100) is NEED_DATA
+    assert calls == ["ab", "found", "cd", "found"]
+
+
+def test_deliver_stops_after_max_frames_and_on_interrupt() -> None:
+    buf = TerminatorBuffer(b"\n")
+    buf.feed(b"a\nb\nc\nd\n")
+    frames: list[bytes] = []
+
+    def found() -> None:
+        frames.append(b"")
+        if len(frames) == 3:
+            buf.interrupt()
+
+    assert buf.deliver(lambda data: None, found, 2) is None
+    assert len(frames) == 2
+    assert buf.deliver(lambda data: None, found, 2) is None  # interrupted after the third
+    assert len(frames) == 3
+    assert buf.deliver(lambda data: None, found, 2) is NEED_DATA
+    assert len(frames) == 4

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from typing import Final, TypeAlias
 
 import attrs
@@ -548,7 +549,17 @@ class TerminatorBuffer:
             terminator, or None.
     """
 
-    __slots__ = ("_data", "_eof", "_found", "_max_frame_size", "_pending", "_pos", "_reader")
+    __slots__ = (
+        "_data",
+        "_eof",
+        "_found",
+        "_interrupted",
+        "_max_frame_size",
+        "_pending",
+        "_pos",
+        "_reader",
+        "last_found",
+    )
 
     def __init__(
         self, terminator: Terminator = None, *, max_frame_size: int | None = DEFAULT_MAX_FRAME_SIZE
@@ -560,6 +571,9 @@ class TerminatorBuffer:
         self._found: TerminatorFound | None = None
         self._max_frame_size = _check_max_frame_size(max_frame_size)
         self._reader: _Reader = _make_reader(terminator)
+        self._interrupted = False
+        #: The last :class:`TerminatorFound` that :meth:`deliver` handed to its hook, or None.
+        self.last_found: TerminatorFound | None = None
 
     @property
     def max_frame_size(self) -> int | None:
@@ -673,6 +687,82 @@ class TerminatorBuffer:
             # Everything handed over: every reader would say so, without searching.
             return END_OF_INPUT if self._eof else NEED_DATA
         return self._reader.next_event(self)
+
+    def deliver(
+        self,
+        collect: Callable[[bytes], object],
+        found: Callable[[], object],
+        max_frames: int,
+    ) -> object:
+        """Hand events to callbacks, asynchat style, until there is a reason to stop.
+
+        Each piece of collected data goes to ``collect(data)``, each terminator to ``found()``
+        (:attr:`last_found` tells which). This is :meth:`next_event` in a loop, with the common
+        case (a ``bytes`` terminator) inlined: a driver's per-frame cost is what decides its
+        speed. It returns:
+
+        * :data:`NEED_DATA` or :data:`END_OF_INPUT` when the input is used up;
+        * a hook's result when it is not None (a coroutine, say): the caller awaits it, then
+          calls ``deliver`` again;
+        * None after *max_frames* terminators, or when a hook called :meth:`interrupt`, so the
+          caller can yield to others (or stop) before going on.
+
+        Raises:
+            FrameTooLongError: as :meth:`next_event`.
+        """
+        frames = 0
+        while True:
+            if self._interrupted:
+                self._interrupted = False
+                return None
+            event: Event | None = self._found
+            if event is not None:
+                self._found = None
+            else:
+                reader = self._reader
+                if type(reader) is _BytesReader and not self._pending:
+                    # The inlined _BytesReader.next_event, for when the terminator is in the
+                    # buffer within the limit; anything else takes the general path.
+                    data = self._data
+                    pos = self._pos
+                    term = reader.term
+                    limit = self._max_frame_size
+                    if limit is None:
+                        idx = data.find(term, pos)
+                    else:
+                        idx = data.find(term, pos, pos + limit - reader.frame_len + len(term))
+                    if idx >= 0 and (limit is None or reader.frame_len + idx - pos <= limit):
+                        self._pos = idx + len(term)
+                        reader.frame_len = 0
+                        event = reader._found
+                        if idx > pos:
+                            self._found = event  # still due if collect() returns an awaitable
+                            result = collect(data[pos:idx])
+                            if result is not None:
+                                return result
+                            if self._found is None:  # collect() cleared the buffer
+                                continue
+                            self._found = None
+                if event is None:
+                    event = self.next_event()
+            if type(event) is bytes:
+                result = collect(event)
+                if result is not None:
+                    return result
+            elif type(event) is TerminatorFound:
+                self.last_found = event
+                result = found()
+                if result is not None:
+                    return result
+                frames += 1
+                if frames >= max_frames:
+                    return None
+            else:
+                return event  # NEED_DATA or END_OF_INPUT
+
+    def interrupt(self) -> None:
+        """Make a running :meth:`deliver` return None after the current hook."""
+        self._interrupted = True
 
     def __repr__(self) -> str:
         return (

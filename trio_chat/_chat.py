@@ -28,7 +28,6 @@ from ._buffer import (
     NEED_DATA,
     Terminator,
     TerminatorBuffer,
-    TerminatorFound,
 )
 from ._producers import ProducerLike, as_bytes
 from ._util import peer_name
@@ -102,7 +101,6 @@ class AsyncChat:
         self._scope: trio.CancelScope | None = None
         self._error: Exception | None = None
         self._receive_task: trio.lowlevel.Task | None = None
-        self._last_found: TerminatorFound | None = None
         self._graceful = False  # close_when_done() finished flushing: close the stream politely
         self._send_idle = True  # the send loop is parked on an empty queue
         # The send loop parks here rather than in receive(): a blocked receive() would take the
@@ -150,7 +148,7 @@ class AsyncChat:
     def last_terminator(self) -> bytes | int | None:
         """What matched at the last :meth:`found_terminator`: the bytes (which member of a tuple,
         what a regex matched) or the count; None before the first."""
-        found = self._last_found
+        found = self._buffer.last_found
         return None if found is None else found.terminator
 
     @property
@@ -244,6 +242,7 @@ class AsyncChat:
         if self._closing or self._closed:
             return
         self._closing = True
+        self._buffer.interrupt()  # input after this is not processed
         self._enqueue(_CLOSE)
 
     def close(self) -> None:
@@ -251,6 +250,7 @@ class AsyncChat:
         if self._closed:
             return
         self._closed = True
+        self._buffer.interrupt()
         self._discard_output()
         if self._scope is not None:
             self._scope.cancel()
@@ -453,27 +453,17 @@ class AsyncChat:
 
     async def _dispatch(self) -> None:
         """Hand the buffered input to the hooks, checkpointing every few frames."""
-        next_event = self._buffer.next_event
+        deliver = self._buffer.deliver
         collect = self.collect_incoming_data
         found = self.found_terminator
-        frames = 0
         while not (self._closing or self._closed):
-            event = next_event()
-            if event.__class__ is bytes:
-                result = collect(event)
-                if result is not None:
-                    await self._call_hook(result)
-            elif event is NEED_DATA or event is END_OF_INPUT:
+            result = deliver(collect, found, _FRAMES_PER_CHECKPOINT)
+            if result is None:  # a batch of frames done, or close() from a hook
+                await self._throttle()
+            elif result is NEED_DATA or result is END_OF_INPUT:
                 return
-            else:
-                self._last_found = event  # type: ignore[assignment]
-                result = found()
-                if result is not None:
-                    await self._call_hook(result)
-                frames += 1
-                if frames == _FRAMES_PER_CHECKPOINT:
-                    frames = 0
-                    await self._throttle()
+            else:  # an async hook's coroutine
+                await self._call_hook(result)  # type: ignore[arg-type]
 
     async def _send_loop(self) -> None:
         receive = self._out_recv
