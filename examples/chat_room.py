@@ -17,6 +17,9 @@ What it shows: one :class:`trio_chat.AsyncChat` per connection, a shared ``Room`
 to every member from other members' tasks (``push()`` never blocks, so one slow reader cannot
 slow the room: ``max_queued_bytes`` cuts it off instead), limits with reasons, and a graceful
 shutdown on Ctrl-C or SIGTERM that says goodbye before closing.
+
+``python -m trio_chat chat`` serves the same ``Room`` and ``Member`` (a test keeps the two copies
+identical).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from functools import partial
 import trio
 
 import trio_chat
+from trio_chat import AsyncChat
+
+# --- Room and Member: begin ---
 
 # One chat line, in bytes. Generous for text (IRC allows 512), small enough that a peer that
 # never sends a newline is cut off (FrameTooLongError, logged) after 4 KiB instead of making
@@ -99,7 +105,7 @@ class Room:
             member.close_when_done()
 
 
-class Member(trio_chat.AsyncChat):
+class Member(AsyncChat):
     """One connection: a nick, then lines that are commands or messages to the room."""
 
     max_frame_size = MAX_LINE
@@ -163,6 +169,9 @@ class Member(trio_chat.AsyncChat):
     def say(self, text: str) -> None:
         """A line to this member only (from its own task: bounded by out_high_water)."""
         self.push(text.encode() + b"\n")
+
+
+# --- Room and Member: end ---
 
 
 async def serve_room(

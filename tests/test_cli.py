@@ -29,6 +29,38 @@ def test_echo() -> None:
     assert server.stderr == ""
 
 
+def test_chat() -> None:
+    with ServerProcess(["-m", "trio_chat", "chat", "--port", "0"]) as server:
+        match = server.wait_for(
+            r"^trio_chat chat server \(a chat room: every line goes to everyone\) on "
+            r"127\.0\.0\.1:(\d+); connect with: nc 127\.0\.0\.1 (\d+)   \(Ctrl-C stops it\)$"
+        )
+        assert match[1] == match[2]
+        port = int(match[1])
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as alice,
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as bob,
+            alice.makefile("rb") as alice_lines,
+            bob.makefile("rb") as bob_lines,
+        ):
+            assert alice_lines.readline() == b"Welcome! Your nick?\n"
+            alice.sendall(b"alice\n")
+            assert alice_lines.readline() == b"* hello alice; here: \n"
+            assert bob_lines.readline() == b"Welcome! Your nick?\n"
+            bob.sendall(b"bob\r\n")
+            assert bob_lines.readline() == b"* hello bob; here: alice\n"
+            assert alice_lines.readline() == b"* bob joined\n"
+            bob.sendall(b"hello, room\n")
+            assert alice_lines.readline() == b"<bob> hello, room\n"
+            out = server.stop()
+            # Ctrl-C cancels the server: each member's connection is closed.
+            assert alice_lines.readline() == b""
+            assert bob_lines.readline() == b""
+    assert server.returncode == 0, server.stderr
+    assert out == "stopped; served 2 connection(s)"
+    assert server.stderr == ""
+
+
 def test_http() -> None:
     with ServerProcess(["-m", "trio_chat", "http", "--port", "0"]) as server:
         match = server.wait_for(r"connect with: curl http://127\.0\.0\.1:(\d+)/hello")
@@ -108,7 +140,7 @@ def _block(path: Path, name: str) -> str:
 
 @pytest.mark.parametrize(
     ("name", "example"),
-    [("HttpRequestHandler", "http_request_reader.py")],
+    [("HttpRequestHandler", "http_request_reader.py"), ("Room and Member", "chat_room.py")],
 )
 def test_demo_handlers_are_verbatim_copies_of_the_examples(name: str, example: str) -> None:
     # The package cannot import examples/ (it is not installed), so _demo.py holds a copy of the

@@ -12,7 +12,15 @@ import attrs
 import trio
 
 from ._chat import AsyncChat
-from ._demo import EchoHandler, HttpRequestHandler, TaskTreeTracer
+from ._demo import (
+    IDLE_TIMEOUT,
+    MAX_QUEUED_BYTES,
+    EchoHandler,
+    HttpRequestHandler,
+    Member,
+    Room,
+    TaskTreeTracer,
+)
 from ._serve import HandlerFactory, serve_listeners
 
 DEFAULT_PORT = 7777
@@ -39,17 +47,32 @@ class Demo:
     new_factory: Callable[[], HandlerFactory]
 
 
+def _chat_room() -> HandlerFactory:
+    """The members' factory for one chat room, shared by the connections of one server run."""
+    room = Room()
+
+    def member(stream: trio.abc.Stream) -> AsyncChat:
+        handler = Member(stream, room)
+        # What examples/chat_room.py's serve_room() passes to serve_listeners(), which sets them
+        # on each handler the same way: the reasons for the numbers are next to the constants.
+        handler.max_queued_bytes = MAX_QUEUED_BYTES
+        handler.idle_timeout = IDLE_TIMEOUT
+        return handler
+
+    return member
+
+
 DEMOS: dict[str, Demo] = {
     "echo": Demo("echoes every line you send", "nc {host} {port}", lambda: EchoHandler),
+    # The chat room of examples/chat_room.py (_demo.py holds a copy that tests/test_cli.py keeps
+    # identical). Ctrl-C cancels the server at once, as for the other demos, rather than the
+    # example's graceful goodbye: the members see their connection close.
+    "chat": Demo("a chat room: every line goes to everyone", "nc {host} {port}", _chat_room),
     "http": Demo(
         "the asynchat docs' HTTP request reader: one GET or POST per connection",
         "curl http://{url_host}:{port}/hello",
         lambda: partial(HttpRequestHandler, log=_log),
     ),
-    # "chat": the chat room from examples/chat_room.py. Copy its handler into _demo.py between
-    # "# --- Name: begin/end ---" markers (tests/test_cli.py keeps the copies identical) and add
-    # Demo("a chat room: every line goes to everyone", "nc {host} {port}", lambda: ...), where the
-    # lambda creates the room that the connections of this run share.
 }
 
 
