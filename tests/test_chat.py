@@ -349,6 +349,8 @@ async def test_discard_buffers_drops_output_and_unprocessed_input() -> None:
             assert await client.receive_some() == b"a\n"
             nursery.start_soon(client.send_all, b"b\nRESET\nc\nd\n")
             assert await client.receive_some() == b"reset\n"
+            # The background send_all returns once its bytes were received: let it finish.
+            await trio.testing.wait_all_tasks_blocked()
             await client.send_all(b"e\n")
             assert await client.receive_some() == b"e\n"
             chat.close()
@@ -543,6 +545,9 @@ async def test_backpressure_bounds_queued_output() -> None:
                 got += await client.receive_some()
                 peak = max(peak, chat.queued_bytes)
             assert got == expected
+            # The last send_all returns once its bytes were received: let it finish first.
+            await trio.testing.wait_all_tasks_blocked()
+            assert sent == len(requests)
             await client.send_eof()
     # One read's replies may land on top of the high-water mark, never more.
     assert peak <= Amplifier.out_high_water + 1001

@@ -78,28 +78,44 @@ def test_http() -> None:
 
 
 def test_trace_shows_each_connection_come_and_go() -> None:
-    with ServerProcess(["-m", "trio_chat", "echo", "--port", "0", "--trace"]) as server:
+    with ServerProcess(["-m", "trio_chat", "chat", "--port", "0", "--trace"]) as server:
         port = server.port()
-        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
-            sock.sendall(b"hi\n")
-            assert sock.recv(10) == b"hi\n"
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as alice,
+            alice.makefile("rb") as alice_lines,
+        ):
+            assert alice_lines.readline() == b"Welcome! Your nick?\n"
+            alice.sendall(b"alice\n")
+            assert alice_lines.readline() == b"* hello alice; here: \n"
             server.wait_for(r"^--- task tree: 1 connection\(s\) open ---$")
-            tree = server.wait_for(r"send loop")  # the rest of this picture
-            assert tree
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as bob,
+                bob.makefile("rb") as bob_lines,
+            ):
+                assert bob_lines.readline() == b"Welcome! Your nick?\n"
+                bob.sendall(b"bob\n")
+                assert bob_lines.readline() == b"* hello bob; here: alice\n"
+                # Pushed from bob's task: alice's connection starts its send loop for it.
+                assert alice_lines.readline() == b"* bob joined\n"
+                server.wait_for(r"send loop")  # the picture after that
         server.wait_for(r"^--- task tree: 0 connection\(s\) open ---$")
         out = server.stop()
     assert server.returncode == 0, server.stderr
-    assert out.endswith("stopped; served 1 connection(s)")
+    assert out.endswith("stopped; served 2 connection(s)")
     text = "\n".join(server.lines)
-    picture = text[text.index("--- task tree: 1 connection(s) open ---") :]
-    # The structure the tutorial's diagram shows: server nursery -> connection task ->
-    # run()'s nursery -> send loop, with the receive loop in the connection task itself.
+    first_send_loop = text.index("send loop")
+    picture = text[text.rindex("--- task tree:", 0, first_send_loop) :]
+    assert picture.startswith("--- task tree: 2 connection(s) open ---"), picture
+    # The structure the tutorial's diagram shows: server nursery -> connection task (running
+    # the receive loop itself) -> run()'s nursery -> send loop, here for alice (connection 1)
+    # only: bob's replies were all written by his own receive loop.
     assert re.search(
         r"\n(?P<indent>[|` ]*)[|`]-- .*<- connection 1 \(127\.0\.0\.1:\d+\): run\(\) and its "
-        r"receive loop\n(?P=indent)    `-- nursery  <- AsyncChat\.run's: close\(\) cancels it\n"
-        r"(?P=indent)        `-- \S+  <- send loop",
+        r"receive loop\n(?P=indent)[|` ]   `-- nursery  <- AsyncChat\.run's: close\(\) cancels it\n"
+        r"(?P=indent)[|` ]       `-- \S+  <- send loop",
         picture,
     ), picture
+    assert picture.count("<- send loop") == 1, picture
     assert "trio_chat.serve_listeners" in picture
     assert "<init>  <- trio's root task" in picture
 

@@ -4,19 +4,30 @@ Task layout of one connection (``await chat.run()``)::
 
     run()                       one nursery, cancelled by close()
     ├── receive loop            receive_some -> TerminatorBuffer -> hooks (in this task)
-    └── send loop               memory channel of bytes / producers -> stream.send_all
+    └── send loop               output queue of bytes / producers -> stream.send_all
+                                (started the first time it is needed)
 
-Only the send loop writes to the stream. ``push()`` and friends never block: they put an item on
-an unbounded memory channel and count its bytes; the receive loop stops reading while more than
-``out_high_water`` bytes wait, which is what bounds memory when a peer sends without reading.
+``push()`` and friends never block: they append an item to the output queue and count its
+bytes; the receive loop stops reading while more than ``out_high_water`` bytes wait, which is
+what bounds memory when a peer sends without reading.
+
+One writer at a time. While the send loop is idle, the receive loop writes the replies its own
+hooks pushed itself, right after dispatching a read: a request-reply round trip then costs one
+task, as in a hand-written trio handler, instead of a wake-up and a scheduler pass for a second
+one. Everything else goes through the send loop: pushes from other tasks, producers (which may
+wait on anything, and must not stop the reading), and the backlog left while it is busy. It is
+started lazily, so an idle connection costs one task, and it parks on a ``ParkingLot`` between
+bursts. The queue is a ``collections.deque`` rather than a memory channel: nothing ever waits
+on it (the send loop parks on its own lot, so ``discard_buffers()`` can drop every item), and a
+channel's state is about 1.8 KiB per connection (measured: ``docs/performance.rst``).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import math
 import ssl
+from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Any, ClassVar, Final
 
@@ -91,7 +102,9 @@ class AsyncChat:
     def __init__(self, stream: trio.abc.Stream | None = None) -> None:
         self._stream = stream
         self._buffer = TerminatorBuffer(None, max_frame_size=self.max_frame_size)
-        self._out_send, self._out_recv = trio.open_memory_channel[object](math.inf)
+        # Bytes, producers and _CLOSE, in push order. Created by the first push: an empty deque
+        # is 624 bytes, a tenth of what an idle connection costs (benchmark W6).
+        self._out: deque[object] | None = None
         self._queued = 0  # pushed bytes not yet written
         self._drained: trio.Event | None = None  # set when _queued falls to the low-water mark
         self._generation = 0  # bumped by discard_buffers(): in-flight output is abandoned
@@ -99,14 +112,17 @@ class AsyncChat:
         self._closed = False  # close() was called or run() ended
         self._running = False
         self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None  # run()'s, while it runs
         self._error: Exception | None = None
         self._receive_task: trio.lowlevel.Task | None = None
         self._graceful = False  # close_when_done() finished flushing: close the stream politely
-        self._send_idle = True  # the send loop is parked on an empty queue
-        # The send loop parks here rather than in receive(): a blocked receive() would take the
-        # next item straight out of the channel, where discard_buffers() could no longer drop it.
-        self._wakeup = trio.lowlevel.ParkingLot()
-        self._flushed: trio.Event | None = None  # set when the send loop becomes idle
+        # No task is writing or about to: a push from another task must wake the send loop.
+        self._send_idle = True
+        # The receive loop is running hooks synchronously: it writes their output itself next.
+        self._deferred = False
+        # The send loop parks here between bursts; None until it is first needed.
+        self._sender: trio.lowlevel.ParkingLot | None = None
+        self._flushed: trio.Event | None = None  # set when the writer becomes idle
 
     # ------------------------------------------------------------------ hooks
 
@@ -186,11 +202,18 @@ class AsyncChat:
             TypeError: *data* is not bytes, bytearray or memoryview.
             trio.ClosedResourceError: the connection is closed or closing.
         """
-        data = as_bytes(data, "push() data")
-        self._check_open("push")
+        if data.__class__ is not bytes:
+            data = as_bytes(data, "push() data")
+        if self._closing or self._closed:
+            self._check_open("push")
         if data:
             self._queued += len(data)
-            self._enqueue(data)
+            out = self._out
+            if out is None:
+                out = self._out = deque()
+            out.append(data)
+            if self._send_idle and not self._deferred and self._nursery is not None:
+                self._wake_sender()
             limit = self.max_queued_bytes
             if (
                 limit is not None
@@ -301,7 +324,8 @@ class AsyncChat:
     async def run(self, stream: trio.abc.Stream | None = None) -> None:
         """Drive the connection until it is closed; always closes the stream.
 
-        Runs a receive loop and a send loop in a nursery of its own. Returns when the connection
+        Runs a receive loop and (once needed) a send loop in a nursery of its own. Returns when
+        the connection
         was closed (by :meth:`close`, :meth:`close_when_done`, or the peer). An exception from a
         hook (or :class:`FrameTooLongError`) closes the connection, then propagates unchanged.
 
@@ -328,9 +352,13 @@ class AsyncChat:
                 if self._closed:  # close() before run(): only close the stream
                     nursery.cancel_scope.cancel()
                 else:
-                    nursery.start_soon(self._guard, self._send_loop)
-                    await self._guard(self._receive_loop)
+                    self._nursery = nursery
+                    try:
+                        await self._receive_loop()
+                    except Exception as exc:
+                        self._fail(exc)
         finally:
+            self._nursery = None
             self._closed = True
             self._running = False
             self._discard_output()
@@ -360,22 +388,53 @@ class AsyncChat:
             raise trio.ClosedResourceError(f"{what}() on a connection that is closed or closing")
 
     def _enqueue(self, item: object) -> None:
-        self._out_send.send_nowait(item)
-        if self._send_idle:
-            self._wakeup.unpark()
+        out = self._out
+        if out is None:
+            out = self._out = deque()
+        out.append(item)
+        if self._send_idle and not self._deferred and self._nursery is not None:
+            self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        """Hand the output queue to the send loop, starting it the first time."""
+        self._send_idle = False
+        if self._sender is None:
+            assert self._nursery is not None
+            self._sender = trio.lowlevel.ParkingLot()
+            self._nursery.start_soon(self._send_loop)
+        else:
+            self._sender.unpark()
+
+    def _become_idle(self) -> None:
+        self._send_idle = True
+        if self._flushed is not None:
+            self._flushed.set()
+            self._flushed = None
 
     def _discard_output(self) -> None:
         self._generation += 1
-        while True:
-            try:
-                self._out_recv.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+        if self._out:
+            self._out.clear()
         self._set_queued(0)
 
+    def _finish(self) -> None:
+        """close_when_done()'s marker was reached: everything before it is written."""
+        self._closed = True
+        self._graceful = True
+        assert self._scope is not None
+        self._scope.cancel()
+
+    def _lost(self, exc: Exception) -> None:
+        """Writing failed: the peer reset the connection, or the stream was closed under us."""
+        if isinstance(exc, trio.BrokenResourceError):
+            logger.debug("connection reset by peer while sending: %r", exc)
+        self.close()
+
     async def _wait_flushed(self) -> None:
-        """Wait until every queued item was written and the send loop is idle."""
-        while not self._send_idle or self._out_recv.statistics().current_buffer_used:
+        """Wait until every queued item was written and no task is writing."""
+        while not self._send_idle or self._out:
+            if self._send_idle:
+                self._wake_sender()
             self._flushed = event = self._flushed or trio.Event()
             await event.wait()
         await trio.lowlevel.checkpoint()
@@ -387,21 +446,28 @@ class AsyncChat:
             self._drained = None
             drained.set()
 
-    async def _guard(self, loop: Callable[[], Awaitable[None]]) -> None:
+    def _fail(self, exc: Exception) -> None:
         # Exceptions are kept and re-raised by run() after the stream is closed, so a hook's
         # error reaches the caller as itself rather than wrapped in an ExceptionGroup.
-        try:
-            await loop()
-        except Exception as exc:
-            if self._error is None:
-                self._error = exc
-            self._closed = True
-            assert self._scope is not None
-            self._scope.cancel()
+        if self._error is None:
+            self._error = exc
+        self._closed = True
+        assert self._scope is not None
+        self._scope.cancel()
 
     async def _call_hook(self, result: Awaitable[None] | None) -> None:
         if result is not None and inspect.isawaitable(result):
             await result
+
+    async def _run_hook(self, hook: Callable[[], Awaitable[None] | None]) -> None:
+        """Call a sync-or-async hook from the receive loop, writing its pushes directly."""
+        self._deferred = True
+        try:
+            result = hook()
+        finally:
+            self._deferred = False
+        await self._flush()
+        await self._call_hook(result)
 
     async def _throttle(self) -> None:
         """Checkpoint, and wait while too much output is queued (backpressure)."""
@@ -413,7 +479,8 @@ class AsyncChat:
 
     async def _receive_loop(self) -> None:
         self._receive_task = trio.lowlevel.current_task()
-        await self._call_hook(self.handle_connect())
+        await self._flush()  # pushes made before run()
+        await self._run_hook(self.handle_connect)
         while not (self._closing or self._closed):
             if self._queued > self.out_high_water:
                 await self._throttle()
@@ -446,7 +513,12 @@ class AsyncChat:
             if not data:
                 self._buffer.feed_eof()
                 await self._dispatch()
-                await self._call_hook(self.handle_close())
+                if not (self._closing or self._closed):
+                    await self._run_hook(self.handle_close)
+                    if not (self._closing or self._closed):
+                        # handle_close() kept the connection open, for output from other tasks:
+                        # it lasts until close() or close_when_done() (which cancel this).
+                        await trio.sleep_forever()
                 return
             self._buffer.feed(data)
             await self._dispatch()
@@ -457,65 +529,96 @@ class AsyncChat:
         collect = self.collect_incoming_data
         found = self.found_terminator
         while not (self._closing or self._closed):
-            result = deliver(collect, found, _FRAMES_PER_CHECKPOINT)
+            self._deferred = True
+            try:
+                result = deliver(collect, found, _FRAMES_PER_CHECKPOINT)
+            finally:
+                self._deferred = False
+            wrote = await self._flush() if self._out else False
             if result is None:  # a batch of frames done, or close() from a hook
-                await self._throttle()
+                if not wrote or self._queued > self.out_high_water:
+                    await self._throttle()
             elif result is NEED_DATA or result is END_OF_INPUT:
                 return
             else:  # an async hook's coroutine
                 await self._call_hook(result)  # type: ignore[arg-type]
 
+    async def _flush(self) -> bool:
+        """Write queued replies from the receive loop while the send loop is idle.
+
+        Producers are left to the send loop. Returns whether it wrote (and so checkpointed).
+        """
+        out = self._out
+        if not out or not self._send_idle:
+            return False  # nothing to write, or the send loop is at it and takes these too
+        stream = self._stream
+        assert stream is not None
+        self._send_idle = False  # one writer: pushes from other tasks now wait for us
+        try:
+            while out:
+                item = out[0]
+                if item is _CLOSE:
+                    out.popleft()
+                    self._finish()
+                    return True
+                if item.__class__ is not bytes:
+                    break
+                await self._write_bytes(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._lost(exc)
+            return True
+        if out:
+            self._wake_sender()
+        else:
+            self._become_idle()
+        return True
+
+    async def _write_bytes(self, stream: trio.abc.Stream) -> None:
+        """Write the bytes at the head of the queue, coalescing a burst of small pushes."""
+        out = self._out
+        assert out is not None
+        data: Any = out.popleft()
+        size = len(data)
+        limit = self.ac_out_buffer_size
+        if size < limit and out and out[0].__class__ is bytes:
+            chunks = [data]
+            while size < limit and out and out[0].__class__ is bytes:
+                data = out.popleft()
+                chunks.append(data)
+                size += len(data)
+            data = b"".join(chunks)
+        generation = self._generation
+        await stream.send_all(data)
+        if generation == self._generation:  # else discard_buffers() has reset the count
+            self._set_queued(self._queued - size)
+
     async def _send_loop(self) -> None:
-        receive = self._out_recv
-        held: object = None  # an item taken off the channel while coalescing, sent next
+        out = self._out
+        sender = self._sender
+        assert out is not None
+        assert sender is not None
         try:
             while True:
-                if held is None:
-                    try:
-                        item = receive.receive_nowait()
-                    except trio.WouldBlock:
-                        self._send_idle = True
-                        if self._flushed is not None:
-                            self._flushed.set()
-                            self._flushed = None
-                        await self._wakeup.park()
-                        continue
-                    self._send_idle = False
-                else:
-                    item, held = held, None
+                if not out:
+                    self._become_idle()
+                    await sender.park()  # _wake_sender() unparks us
+                    continue
                 stream = self._stream  # read each time: start_tls() replaces it
                 assert stream is not None
+                item = out[0]
                 if item is _CLOSE:
-                    self._closed = True
-                    self._graceful = True
-                    assert self._scope is not None
-                    self._scope.cancel()
+                    out.popleft()
+                    self._finish()
                     return
-                generation = self._generation
                 if item.__class__ is bytes:
-                    # Coalesce what is already queued: a burst of small replies is one write.
-                    chunks = [item]
-                    size = len(item)
-                    while size < self.ac_out_buffer_size:
-                        try:
-                            item = receive.receive_nowait()
-                        except trio.WouldBlock:
-                            break
-                        if item.__class__ is not bytes:
-                            held = item
-                            break
-                        chunks.append(item)
-                        size += len(item)
-                    await stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-                    if generation == self._generation:
-                        self._set_queued(self._queued - size)
+                    await self._write_bytes(stream)
                 else:
-                    await self._send_producer(stream, item, generation)
-        except trio.BrokenResourceError as exc:
-            logger.debug("connection reset by peer while sending: %r", exc)
-            self.close()
-        except trio.ClosedResourceError:
-            self.close()
+                    out.popleft()
+                    await self._send_producer(stream, item, self._generation)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._lost(exc)
+        except Exception as exc:  # a producer's error, say
+            self._fail(exc)
 
     async def _send_producer(self, stream: trio.abc.Stream, producer: Any, generation: int) -> None:
         what = f"data from producer {producer!r}"

@@ -325,7 +325,7 @@ _ROLES = {
     "<TrioToken.run_sync_soon task>": "trio's system task",
     "accept_loop": "accept loop: one per listening socket",
     "_serve_one_listener": "accept loop: one per listening socket",
-    "AsyncChat._guard": "send loop: the only task that writes to the socket",
+    "AsyncChat._send_loop": "send loop: writes what other tasks pushed, producers, backlog",
 }
 
 
