@@ -1,8 +1,15 @@
-"""Lines per second: ``FramedStream.receive_until`` vs anyio and asyncio, same data, one run.
+"""Lines per second: trio_chat's ``FramedStream`` vs raw trio, anyio and asyncio, one run.
 
 Peers, each reading every line of the same input with its own "read until a delimiter" call:
 
-* ``trio_chat``: :meth:`trio_chat.FramedStream.receive_until` under ``trio.run``;
+* ``trio_chat``: :meth:`trio_chat.FramedStream.receive_until` under ``trio.run`` (one call
+  and one checkpoint per line; the reference of the ratios);
+* ``tc_frames``: :meth:`trio_chat.FramedStream.receive_frames`, every complete line already
+  buffered per call (one checkpoint per call);
+* ``tc_iter``: ``async for`` over :meth:`trio_chat.FramedStream.frames` (one checkpoint per
+  64 lines or per read);
+* ``raw_trio``: ``receive_some`` and a ``bytes.find`` loop in the reading task, as
+  ``benchmarks/suite/server_raw_trio.py`` (the floor for anything built on trio);
 * ``anyio``: ``anyio.streams.buffered.BufferedByteReceiveStream.receive_until`` under
   ``anyio.run(..., backend="trio")``;
 * ``asyncio``: ``asyncio.StreamReader.readuntil`` under ``asyncio.run``.
@@ -36,7 +43,7 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -133,18 +140,69 @@ async def trio_chat_lines(stream: trio.abc.Stream, max_line: int) -> Tally:
         return tally
 
 
-def run_trio_chat(data: Input, source: str) -> Tally:
-    async def main() -> Tally:
-        if source == "memory":
-            return await trio_chat_lines(TrioChunkSource(data.chunks), data.line_size)
-        left, right = socket.socketpair()
-        thread = writer_thread(left, data.chunks)
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(right))
-        tally = await trio_chat_lines(stream, data.line_size)
-        thread.join()
+async def trio_chat_batches(stream: trio.abc.Stream, max_line: int) -> Tally:
+    framed = trio_chat.FramedStream(stream, max_bytes=max_line)
+    receive_frames = framed.receive_frames
+    tally = Tally()
+    line = b""
+    try:
+        while True:
+            for line in await receive_frames(DELIMITER):
+                tally.lines += 1
+                tally.total += len(line)
+            tally.last = line
+    except trio.EndOfChannel:
         return tally
 
-    return trio.run(main)
+
+async def trio_chat_iter(stream: trio.abc.Stream, max_line: int) -> Tally:
+    framed = trio_chat.FramedStream(stream, max_bytes=max_line)
+    tally = Tally()
+    async for line in framed.frames(DELIMITER):
+        tally.lines += 1
+        tally.total += len(line)
+        tally.last = line
+    return tally
+
+
+async def raw_trio_lines(stream: trio.abc.Stream, max_line: int) -> Tally:
+    tally = Tally()
+    rest = b""
+    lines = total = 0
+    last = b""
+    # bytes() returns a bytes object itself (no copy); it only narrows the type for mypy.
+    while data := bytes(await stream.receive_some(CHUNK)):
+        if rest:
+            data = rest + data
+        find = data.find
+        pos = 0
+        while (end := find(DELIMITER, pos)) >= 0:
+            last = data[pos:end]
+            lines += 1
+            total += len(last)
+            pos = end + 1
+        rest = data[pos:]
+    tally.lines, tally.total, tally.last = lines, total, last
+    return tally
+
+
+def trio_chat_runner(
+    reader: Callable[[trio.abc.Stream, int], Awaitable[Tally]],
+) -> Callable[[Input, str], Tally]:
+    def run(data: Input, source: str) -> Tally:
+        async def main() -> Tally:
+            if source == "memory":
+                return await reader(TrioChunkSource(data.chunks), data.line_size)
+            left, right = socket.socketpair()
+            thread = writer_thread(left, data.chunks)
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(right))
+            tally = await reader(stream, data.line_size)
+            thread.join()
+            return tally
+
+        return trio.run(main)
+
+    return run
 
 
 # ------------------------------------------------------------------------------- anyio
@@ -238,7 +296,10 @@ def run_asyncio(data: Input, source: str) -> Tally:
 
 
 PEERS: dict[str, tuple[Callable[[Input, str], Tally], bool]] = {
-    "trio_chat": (run_trio_chat, False),
+    "trio_chat": (trio_chat_runner(trio_chat_lines), False),
+    "tc_frames": (trio_chat_runner(trio_chat_batches), False),
+    "tc_iter": (trio_chat_runner(trio_chat_iter), False),
+    "raw_trio": (trio_chat_runner(raw_trio_lines), False),
     "anyio": (run_anyio, False),
     "asyncio": (run_asyncio, True),
 }
@@ -250,8 +311,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per peer")
     parser.add_argument("--line-sizes", default="32,1024", help="line sizes incl. the newline")
     parser.add_argument("--source", choices=["memory", "socketpair", "both"], default="memory")
+    parser.add_argument(
+        "--peers", default=",".join(PEERS), help="comma-separated subset (default: all)"
+    )
     args = parser.parse_args()
     sources = ["memory", "socketpair"] if args.source == "both" else [args.source]
+    peers = {name: PEERS[name] for name in args.peers.split(",")}
 
     print(
         f"Python {platform.python_version()}, trio {trio.__version__}, anyio "
@@ -260,12 +325,12 @@ def main() -> None:
         f"{CHUNK}-byte chunks, best and median of {args.repeat}"
     )
     header = f"{'source':<11} {'line':>5} {'peer':<10} {'best s':>7} {'lines/s best':>13} "
-    print(header + f"{'lines/s median':>15} {'vs trio_chat':>12}")
+    print(header + f"{'lines/s median':>15} {'vs trio_chat':>12} {'vs raw_trio':>11}")
     for source in sources:
         for line_size in (int(x) for x in args.line_sizes.split(",")):
             data = make_input(args.mib * MIB, line_size)
-            medians: dict[str, float] = {}
-            for name, (run, with_delimiter) in PEERS.items():
+            rows: list[tuple[str, float, float]] = []  # name, best, median (seconds)
+            for name, (run, with_delimiter) in peers.items():
                 run(data, source).check(data, with_delimiter)  # warm-up and verification
                 times = []
                 for _ in range(args.repeat):
@@ -273,12 +338,18 @@ def main() -> None:
                     tally = run(data, source)
                     times.append(time.perf_counter() - start)
                     tally.check(data, with_delimiter)
-                best, median = min(times), statistics.median(times)
-                medians[name] = data.lines / median
-                ratio = medians[name] / medians["trio_chat"]
+                rows.append((name, min(times), statistics.median(times)))
+            # Ratios of median lines/s, measured in this run: > 1 means faster than the reference.
+            medians = {name: data.lines / median for name, _, median in rows}
+            for name, best, median in rows:
+                ratios = [
+                    f"{medians[name] / medians[ref]:.2f}x" if ref in medians else "-"
+                    for ref in ("trio_chat", "raw_trio")
+                ]
                 print(
                     f"{source:<11} {line_size:>5} {name:<10} {best:>7.3f} "
-                    f"{data.lines / best:>13,.0f} {data.lines / median:>15,.0f} {ratio:>11.2f}x"
+                    f"{data.lines / best:>13,.0f} {data.lines / median:>15,.0f} "
+                    f"{ratios[0]:>12} {ratios[1]:>11}"
                 )
 
 

@@ -3,9 +3,11 @@ cancellation and chunking independence."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeAlias
 
 import pytest
 import trio
@@ -334,3 +336,472 @@ async def test_open_peer_with_a_framed_task() -> None:
         async with open_peer(lines_task) as peer:
             await peer.send_all(b"hello\r\n")
             assert await peer.receive_until(b"\n") == b"5 b'\\r\\n'"
+
+
+# ------------------------------------------------- receive_frames and a fast frames()
+
+
+class ChunkStream(trio.abc.Stream):
+    """Serves *chunks* exactly as given, one per ``receive_some`` (each after a checkpoint),
+    then EOF: the chunking a test chooses is the chunking the FramedStream sees."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = [chunk for chunk in chunks if chunk][::-1]
+        self.reads = 0
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        if not self._chunks:
+            return b""
+        self.reads += 1
+        chunk = self._chunks.pop()
+        if max_bytes is not None and len(chunk) > max_bytes:
+            chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
+            self._chunks.append(rest)
+        return chunk
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+def chunked(chunks: list[bytes], max_bytes: int | None = 65536) -> FramedStream:
+    return FramedStream(ChunkStream(chunks), max_bytes=max_bytes)
+
+
+#: (frames with the delimiter that ended each, how it ended): "end", ("incomplete", partial)
+#: or ("too long", every byte still readable after the error).
+Transcript: TypeAlias = "tuple[list[tuple[bytes, bytes | None]], object]"
+
+
+async def rest_of(framed: FramedStream) -> bytes:
+    out = b""
+    while data := await framed.receive_some():
+        out += data
+    return out
+
+
+async def one_by_one(framed: FramedStream, delimiter: Delimiter) -> Transcript:
+    """The reference: receive_until, one frame per call."""
+    frames: list[tuple[bytes, bytes | None]] = []
+    try:
+        while True:
+            frame = await framed.receive_until(delimiter)
+            frames.append((frame, framed.last_delimiter))
+    except trio.EndOfChannel:
+        return frames, "end"
+    except IncompleteFrameError as exc:
+        return frames, ("incomplete", exc.partial)
+    except FrameTooLongError:
+        return frames, ("too long", await rest_of(framed))
+
+
+async def in_batches(
+    framed: FramedStream, delimiter: Delimiter, max_frames: int | None
+) -> Transcript:
+    """receive_frames until it raises; only a batch's last frame has a known delimiter."""
+    frames: list[tuple[bytes, bytes | None]] = []
+    try:
+        while True:
+            batch = await framed.receive_frames(delimiter, max_frames=max_frames)
+            assert 1 <= len(batch) <= (max_frames or len(batch))
+            frames += [(frame, None) for frame in batch[:-1]]
+            frames.append((batch[-1], framed.last_delimiter))
+    except trio.EndOfChannel:
+        return frames, "end"
+    except IncompleteFrameError as exc:
+        return frames, ("incomplete", exc.partial)
+    except FrameTooLongError:
+        return frames, ("too long", await rest_of(framed))
+
+
+async def iterated(framed: FramedStream, delimiter: Delimiter, breaks: list[int]) -> Transcript:
+    """``async for`` over frames(), leaving the loop after breaks[0] frames, then a new loop
+    for breaks[1] frames, ... (the last loop runs to the end)."""
+    frames: list[tuple[bytes, bytes | None]] = []
+    loops = iter(breaks)
+    try:
+        while True:
+            stop = next(loops, -1)
+            taken = 0
+            async for frame in framed.frames(delimiter):
+                frames.append((frame, framed.last_delimiter))
+                taken += 1
+                if taken == stop:
+                    break
+            else:
+                return frames, "end"
+    except IncompleteFrameError as exc:
+        return frames, ("incomplete", exc.partial)
+    except FrameTooLongError:
+        return frames, ("too long", await rest_of(framed))
+
+
+def same_frames(reference: Transcript, other: Transcript) -> None:
+    """Equal, except that a frame whose delimiter *other* does not know may have any."""
+    assert [f for f, _ in other[0]] == [f for f, _ in reference[0]]
+    for (_, expected), (_, seen) in zip(reference[0], other[0], strict=True):
+        assert seen is None or seen == expected
+    assert other[1] == reference[1]
+
+
+DELIMITERS: list[Delimiter] = [
+    b"\n",
+    b"\r\n",
+    b"ab",
+    (b"\r\n", b"\n"),
+    re.compile(rb"\r?\n"),
+    re.compile(rb"b+\n"),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.binary(max_size=80).map(lambda b: bytes(b"ab\r\n"[x % 4] for x in b)),
+    cuts=st.lists(st.integers(min_value=0, max_value=80), max_size=10),
+    delimiter=st.sampled_from(DELIMITERS),
+    max_bytes=st.sampled_from([None, 0, 1, 3, 8]),
+    max_frames=st.sampled_from([None, 1, 2, 5]),
+    breaks=st.lists(st.integers(min_value=1, max_value=6), max_size=6),
+)
+def test_receive_frames_and_frames_give_the_frames_of_receive_until_for_any_chunking(
+    data: bytes,
+    cuts: list[int],
+    delimiter: Delimiter,
+    max_bytes: int | None,
+    max_frames: int | None,
+    breaks: list[int],
+) -> None:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    chunks = [data[a:b] for a, b in itertools.pairwise(points)]
+
+    async def main() -> None:
+        with trio.fail_after(10):
+            reference = await one_by_one(chunked([data], max_bytes), delimiter)
+            same_frames(reference, await one_by_one(chunked(chunks, max_bytes), delimiter))
+            batches = await in_batches(chunked(chunks, max_bytes), delimiter, max_frames)
+            same_frames(reference, batches)
+            same_frames(reference, await iterated(chunked(chunks, max_bytes), delimiter, breaks))
+
+    trio.run(main)
+
+
+async def test_receive_frames_returns_every_complete_buffered_frame_in_one_call() -> None:
+    with trio.fail_after(5):
+        source = ChunkStream([b"a\nbb\n\nccc\ndd", b"d\ne\n"])
+        framed = FramedStream(source)
+        assert await framed.receive_frames(b"\n") == [b"a", b"bb", b"", b"ccc"]
+        assert (source.reads, framed.buffered) == (1, 2)  # b"dd" waits for its delimiter
+        assert await framed.receive_frames(b"\n") == [b"ddd", b"e"]
+        assert framed.last_delimiter == b"\n"
+        with pytest.raises(trio.EndOfChannel):
+            await framed.receive_frames(b"\n")
+
+
+async def test_receive_frames_with_a_tuple_and_a_regex_tells_the_last_delimiter() -> None:
+    with trio.fail_after(5):
+        framed = chunked([b"a\r\nb\nc\r\nd"])
+        assert await framed.receive_frames((b"\r\n", b"\n")) == [b"a", b"b", b"c"]
+        assert framed.last_delimiter == b"\r\n"
+        framed = chunked([b"a\r\nb\nc;;;d\n"])
+        assert await framed.receive_frames(re.compile(rb"\r?\n|;+")) == [b"a", b"b", b"c", b"d"]
+        assert framed.last_delimiter == b"\n"
+        framed = chunked([b"a\r\nb;;"])
+        assert await framed.receive_frames(re.compile(rb"\r?\n|;+")) == [b"a"]
+        assert framed.last_delimiter == b"\r\n"  # b";;" may still grow: not a frame yet
+
+
+async def test_receive_frames_at_the_end_of_the_input() -> None:
+    with trio.fail_after(5):
+        framed = chunked([b"a\nb\n"])
+        assert await framed.receive_frames(b"\n") == [b"a", b"b"]
+        with pytest.raises(trio.EndOfChannel):
+            await framed.receive_frames(b"\n")
+        with pytest.raises(trio.EndOfChannel):
+            await framed.receive_frames(b"\n")
+
+        framed = chunked([b"a\nb\nc"])
+        assert await framed.receive_frames(b"\n") == [b"a", b"b"]  # the complete frames first
+        with pytest.raises(IncompleteFrameError, match="after 1 bytes") as info:
+            await framed.receive_frames(b"\n")
+        assert (info.value.partial, info.value.terminator) == (b"c", b"\n")
+        with pytest.raises(trio.EndOfChannel):
+            await framed.receive_frames(b"\n")
+
+        framed = chunked([b"a\r\nb", b"c\r"])  # the held-back b"\r" belongs to the partial frame
+        assert await framed.receive_frames(b"\r\n") == [b"a"]
+        with pytest.raises(IncompleteFrameError) as info:
+            await framed.receive_frames(b"\r\n")
+        assert info.value.partial == b"bc\r"
+
+        with pytest.raises(trio.EndOfChannel):
+            await chunked([]).receive_frames(b"\n")
+
+
+async def test_receive_frames_returns_the_frames_before_a_too_long_one_first() -> None:
+    with trio.fail_after(5):
+        framed = chunked([b"ab\ncd\nefghij", b"kl\nmn\n"], max_bytes=5)
+        assert await framed.receive_frames(b"\n") == [b"ab", b"cd"]
+        with pytest.raises(FrameTooLongError, match="more than 5 bytes") as info:
+            await framed.receive_frames(b"\n")
+        assert (info.value.limit, info.value.terminator) == (5, b"\n")
+        with pytest.raises(FrameTooLongError):  # again: nothing was consumed
+            await framed.receive_frames(b"\n")
+        assert framed.buffered == len(b"efghij")  # every byte received stays readable
+        assert await framed.receive_frames(b"\n", max_bytes=8) == [b"efghijkl", b"mn"]
+
+        # Over the limit inside one read, with frames before and after it.
+        framed = chunked([b"a\nbcdefgh\ni\n"], max_bytes=3)
+        assert await framed.receive_frames(b"\n") == [b"a"]
+        with pytest.raises(FrameTooLongError):
+            await framed.receive_frames(b"\n")
+        assert await rest_of(framed) == b"bcdefgh\ni\n"
+
+
+async def test_receive_frames_max_bytes_is_per_frame() -> None:
+    with trio.fail_after(5):
+        framed = chunked([b"12345\n123456\n"], max_bytes=None)
+        assert await framed.receive_frames(b"\n", max_bytes=6) == [b"12345", b"123456"]
+        framed = chunked([b"12345\n123456\n"], max_bytes=6)
+        assert await framed.receive_frames(b"\n", max_bytes=5) == [b"12345"]
+        with pytest.raises(FrameTooLongError):
+            await framed.receive_frames(b"\n", max_bytes=5)
+        assert await framed.receive_frames(b"\n") == [b"123456"]  # the stream's max_bytes
+        framed = chunked([b"\n\n1\n"])
+        assert await framed.receive_frames(b"\n", max_bytes=0) == [b"", b""]
+        with pytest.raises(ValueError, match="max_bytes must be >= 0"):
+            await framed.receive_frames(b"\n", max_bytes=-1)
+
+
+async def test_receive_frames_max_frames_leaves_the_rest_buffered() -> None:
+    with trio.fail_after(5):
+        source = ChunkStream([b"a\nb\nc\nd\ne"])
+        framed = FramedStream(source)
+        assert await framed.receive_frames(b"\n", max_frames=2) == [b"a", b"b"]
+        assert framed.buffered == 5
+        assert await framed.receive_frames(b"\n", max_frames=1) == [b"c"]
+        assert await framed.receive_until(b"\n") == b"d"  # the same buffer for every method
+        assert await framed.receive_some() == b"e"
+        assert source.reads == 1
+        for bad, error in [(0, ValueError), (-1, ValueError), (1.5, TypeError)]:
+            with pytest.raises(error, match=r"max_frames must be >= 1|integer"):
+                await framed.receive_frames(b"\n", max_frames=bad)  # type: ignore[arg-type]
+
+
+async def test_receive_frames_bad_delimiters_name_the_method() -> None:
+    with trio.fail_after(5):
+        framed = chunked([b"x\n"])
+        with pytest.raises(TypeError, match=r"receive_frames\(\) takes bytes.*not 'int'"):
+            await framed.receive_frames(4)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"receive_frames\(\) needs a non-empty delimiter"):
+            await framed.receive_frames(b"")
+        with pytest.raises(TypeError, match=r"encode it: b'\\n'"):
+            await framed.receive_frames("\n")  # type: ignore[arg-type]
+        assert await framed.receive_frames(b"\n") == [b"x"]  # nothing was lost
+
+
+async def test_receive_frames_after_other_requests_and_before_them() -> None:
+    with trio.fail_after(5):
+        framed = chunked([b"3\nabc", b"x;y;z\r\nq\n"])
+        assert await framed.receive_until(b"\n") == b"3"
+        assert await framed.receive_exactly(3) == b"abc"
+        assert await framed.receive_frames(b";", max_frames=1) == [b"x"]
+        assert await framed.receive_frames(b"\r\n") == [b"y;z"]
+        assert await framed.receive_frames((b"\r\n", b"\n")) == [b"q"]
+        assert framed.last_delimiter == b"\n"
+
+
+class StepCounter(trio.abc.Instrument):
+    """Counts the scheduler passes (task steps) of one task: one per schedule point."""
+
+    def __init__(self) -> None:
+        self.task = trio.lowlevel.current_task()
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+@contextlib.contextmanager
+def counting_steps() -> Iterator[StepCounter]:
+    counter = StepCounter()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        yield counter
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+
+
+async def test_receive_frames_has_one_schedule_point_for_all_buffered_frames() -> None:
+    with trio.fail_after(5):
+        data = b"".join(b"line %d\n" % i for i in range(500))
+        source = ChunkStream([data + b"partial"])
+        framed = FramedStream(source)
+        assert await framed.receive_until(b"\n") == b"line 0"  # everything is buffered now
+        with counting_steps() as counter, trio.testing.assert_checkpoints():
+            frames = await framed.receive_frames(b"\n")
+        assert len(frames) == 499
+        assert counter.steps == 1  # not one per frame
+        with counting_steps() as counter, pytest.raises(IncompleteFrameError):
+            await framed.receive_frames(b"\n")  # it has to read (EOF): the read checkpoints
+        assert counter.steps == 1
+        assert source.reads == 1
+
+
+async def test_frames_checkpoints_once_per_64_buffered_frames() -> None:
+    with trio.fail_after(5):
+        data = b"".join(b"%d\n" % i for i in range(200))
+        framed = chunked([data])
+        frames = framed.frames(b"\n")
+        with trio.testing.assert_checkpoints():
+            assert await frames.__anext__() == b"0"  # reads
+        for i in range(1, 65):
+            with trio.testing.assert_no_checkpoints():
+                assert await frames.__anext__() == b"%d" % i
+        with trio.testing.assert_checkpoints():
+            assert await frames.__anext__() == b"65"
+        with trio.testing.assert_no_checkpoints():
+            assert await frames.__anext__() == b"66"
+
+        framed = chunked([data])
+        with counting_steps() as counter:
+            assert len([frame async for frame in framed.frames(b"\n")]) == 200
+        # A read, the EOF read, and one schedule point after each 64 frames handed over at once.
+        assert 4 <= counter.steps <= 6
+
+
+async def test_frames_lets_other_tasks_run_and_can_be_cancelled_in_a_fast_loop() -> None:
+    with trio.fail_after(5):
+        framed = chunked([b"x\n" * 1000])
+        seen = 0
+        with trio.CancelScope() as scope:
+            async for _ in framed.frames(b"\n"):
+                seen += 1
+                if seen == 10:
+                    scope.cancel()
+        assert 10 < seen <= 10 + 64  # at most 64 more frames before the next checkpoint
+        assert await framed.receive_frames(b"\n") == [b"x"] * (1000 - seen)  # none lost
+
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await trio.lowlevel.checkpoint()
+
+        framed = chunked([b"x\n" * 1000])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            async for _ in framed.frames(b"\n"):
+                pass
+            nursery.cancel_scope.cancel()
+        assert ticks >= 1000 // 65  # the other task ran while the loop went on
+
+
+async def test_leaving_a_frames_loop_early_loses_nothing() -> None:
+    with trio.fail_after(5):
+        data = b"".join(b"%d\n" % i for i in range(100)) + b"tail"
+        for stop in [1, 2, 63, 64, 65, 99]:
+            framed = chunked([data])
+            seen = []
+            async for frame in framed.frames(b"\n"):
+                seen.append(frame)
+                if len(seen) == stop:
+                    break
+            rest = await framed.receive_frames(b"\n")
+            assert seen + rest == [b"%d" % i for i in range(100)]
+            with pytest.raises(IncompleteFrameError) as info:
+                await framed.receive_frames(b"\n")
+            assert info.value.partial == b"tail"
+
+
+async def test_frames_follows_other_requests_made_in_its_loop() -> None:
+    with trio.fail_after(5):
+        framed = chunked([b"3\nabc2\nxyA\nB\nC\nD\nx;y;\nz\n"])
+        seen = []
+        async for header in framed.frames(b"\n"):
+            if header.isdigit():
+                seen.append(await framed.receive_exactly(int(header)))
+            else:
+                seen.append(header)
+                if header == b"A":
+                    seen.append(await framed.receive_until(b"\n"))  # the same request
+                if header == b"D":
+                    seen.append(await framed.receive_until(b";"))  # another delimiter
+        assert seen == [b"abc", b"xy", b"A", b"B", b"C", b"D", b"x", b"y;", b"z"]
+
+
+async def test_receive_frames_and_frames_refuse_a_second_receiver() -> None:
+    with trio.fail_after(5):
+        _left, right = trio.testing.memory_stream_pair()
+        framed = FramedStream(right)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(framed.receive_until, b"\n")
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError, match="already receiving"):
+                await framed.receive_frames(b"\n")
+            with pytest.raises(trio.BusyResourceError, match="already receiving"):
+                async for _ in framed.frames(b"\n"):
+                    pass
+            nursery.cancel_scope.cancel()
+
+
+async def test_receive_frames_on_a_closed_stream() -> None:
+    with trio.fail_after(5):
+        framed = chunked([b"a\nb\n"])
+        assert await framed.receive_frames(b"\n", max_frames=1) == [b"a"]
+        await framed.aclose()
+        with pytest.raises(trio.ClosedResourceError, match="FramedStream was closed"):
+            await framed.receive_frames(b"\n")
+        with pytest.raises(trio.ClosedResourceError, match="FramedStream was closed"):
+            async for _ in framed.frames(b"\n"):
+                pass
+
+
+async def test_receive_frames_cancelled_before_it_starts_takes_nothing() -> None:
+    with trio.fail_after(5):
+        framed = chunked([b"a\nb\nc\nd"])
+        assert await framed.receive_until(b"\n") == b"a"  # the rest is buffered
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await framed.receive_frames(b"\n")
+        assert await framed.receive_frames(b"\n") == [b"b", b"c"]
+
+
+async def test_cancelling_receive_frames_anywhere_loses_nothing() -> None:
+    lines = [b"line %d" % i for i in range(300)]
+    data = b"\n".join(lines) + b"\n"
+    # Frames cross reads, and each read holds more than max_frames: the cancellation lands
+    # while a call waits for a read, at its first cancel point, or at its last schedule point.
+    chunks = [data[i : i + 197] for i in range(0, len(data), 197)]
+    cancels = 0
+    with trio.fail_after(20):
+        for delay in range(6):
+            framed = chunked(chunks)
+            got: list[bytes] = []
+            while True:
+                async with trio.open_nursery() as nursery:
+
+                    async def cancel_after(scope: trio.CancelScope, steps: int) -> None:
+                        for _ in range(steps):
+                            await trio.lowlevel.checkpoint()
+                        scope.cancel()
+
+                    with trio.CancelScope() as scope:
+                        nursery.start_soon(cancel_after, scope, delay)
+                        try:
+                            got += await framed.receive_frames(b"\n", max_frames=7)
+                        except trio.EndOfChannel:
+                            break
+                    cancels += scope.cancelled_caught
+                    nursery.cancel_scope.cancel()
+            assert got == lines
+    assert cancels > 0  # some calls were cancelled (the others too late to raise, or never)

@@ -48,9 +48,11 @@ __all__ = ["AsyncChat", "async_chat"]
 logger: Final = logging.getLogger("trio_chat")
 
 # Frames dispatched from one read between two checkpoints. A single 64 KiB read can hold ~2,000
-# short frames; yielding every 64 frames keeps other connections' latency to a few hundred
-# microseconds while costing well under 1% of the per-frame work in the benchmarks.
-_FRAMES_PER_CHECKPOINT: Final = 64
+# short frames. A checkpoint is a pass through trio's scheduler, about 3.5 us here, and a short
+# frame with asynchat-style hooks costs about 0.5 us: every 64 frames it was a tenth of the time
+# (benchmark W1), every 256 it is 3%, and other connections still wait at most 256 hooks' worth
+# (about 0.13 ms with trivial ones) for their turn.
+_FRAMES_PER_CHECKPOINT: Final = 256
 
 # Marker queued by close_when_done(): everything queued before it is sent, then the connection
 # closes.

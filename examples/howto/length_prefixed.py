@@ -12,8 +12,8 @@ connection (a warning is logged): after it, nothing in the stream can be trusted
 
 Two implementations of the same server: ``LengthPrefixedChat`` (``AsyncChat``: a ``b"\n"``
 terminator for the header, then an int terminator for the body) and ``length_prefixed_session``
-(``FramedStream``: ``receive_until``, then ``receive_exactly``). ``tests/test_howto.py`` runs one
-test suite against both. Try it::
+(``FramedStream``: ``receive_until``, then ``receive_exactly``). ``tests/test_howto_framing.py``
+runs one test suite against both. Try it::
 
     python examples/howto/length_prefixed.py 8770
     printf '5\nhello0\n' | nc 127.0.0.1 8770          # 5\nHELLO0\n
@@ -22,6 +22,7 @@ test suite against both. Try it::
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from functools import partial
 from typing import Final
@@ -96,7 +97,9 @@ class LengthPrefixedChat(trio_chat.AsyncChat):
             length = parse_length(data)
         except ValueError as exc:
             logger.warning("closing connection to %s: %s", self.peer, exc)
-            self.close()
+            # Not close(), which would drop the replies still queued: send them, then close,
+            # reading nothing more (as length_prefixed_session does).
+            self.close_when_done()
             return
         if length == 0:
             # set_terminator(0) would act as None ("everything from now on"), as in asynchat:
@@ -131,13 +134,20 @@ async def length_prefixed_session(stream: trio.abc.Stream) -> None:
 
 
 async def main(port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve ``LengthPrefixedChat`` on 127.0.0.1:*port* (0: any free port) until cancelled."""
-    async with trio.open_nursery() as nursery:
-        serve = partial(trio_chat.serve_tcp, LengthPrefixedChat, port, host="127.0.0.1")
-        listeners = await nursery.start(serve)
-        port = listeners[0].socket.getsockname()[1]
-        print(f"length-prefixed upper-case server on 127.0.0.1:{port}", flush=True)
-        task_status.started(port)
+    """Serve ``LengthPrefixedChat`` on 127.0.0.1:*port* (0: any free port) until Ctrl-C.
+
+    ``task_status.started()`` gets the port.
+    """
+    with trio.open_signal_receiver(signal.SIGINT) as ctrl_c:
+        async with trio.open_nursery() as nursery:
+            serve = partial(trio_chat.serve_tcp, LengthPrefixedChat, port, host="127.0.0.1")
+            listeners = await nursery.start(serve)
+            port = listeners[0].socket.getsockname()[1]
+            print(f"length-prefixed upper-case server on 127.0.0.1:{port}", flush=True)
+            task_status.started(port)
+            async for _ in ctrl_c:
+                nursery.cancel_scope.cancel()  # the server and every connection
+    print("stopped", flush=True)
 
 
 if __name__ == "__main__":

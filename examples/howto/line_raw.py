@@ -14,7 +14,7 @@ after a ``PUT`` that was refused are a body, and must not be read as commands.
 
 Two implementations: ``BlobChat`` (``AsyncChat``: ``set_terminator`` with bytes, an int, None)
 and ``blob_session`` (``FramedStream``: ``receive_until``, ``receive_exactly``,
-``receive_some``). ``tests/test_howto.py`` runs one test suite against both. Try it::
+``receive_some``). ``tests/test_howto_framing.py`` runs one test suite against both. Try it::
 
     python examples/howto/line_raw.py 8772
     printf 'PUT a 5\nhelloGET a\nQUIT\n' | nc 127.0.0.1 8772    # OK, DATA 5, hello, BYE
@@ -22,6 +22,7 @@ and ``blob_session`` (``FramedStream``: ``receive_until``, ``receive_exactly``,
 
 from __future__ import annotations
 
+import signal
 import sys
 from functools import partial
 from typing import Final
@@ -101,6 +102,8 @@ class BlobChat(trio_chat.AsyncChat):
         if self.get_terminator() is None:  # UPLOAD: no terminator will bound it, so count
             self._received += len(data)
             if self._received > MAX_BLOB:
+                self._blob_name = None  # nothing is stored
+                self._pieces.clear()
                 self.push(b"ERR a blob is at most %d bytes\n" % MAX_BLOB)
                 self.close_when_done()  # no more input is processed
 
@@ -184,16 +187,25 @@ async def blob_session(stream: trio.abc.Stream, *, store: dict[bytes, bytes]) ->
 
 
 async def main(port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve ``BlobChat`` on 127.0.0.1:*port* (0: any free port) until cancelled."""
-    store: dict[bytes, bytes] = {}
-    async with trio.open_nursery() as nursery:
-        factory = partial(BlobChat, store=store)
-        listeners = await nursery.start(
-            partial(trio_chat.serve_tcp, factory, port, host="127.0.0.1")
-        )
-        port = listeners[0].socket.getsockname()[1]
-        print(f"blob store on 127.0.0.1:{port}", flush=True)
-        task_status.started(port)
+    """Serve ``BlobChat`` on 127.0.0.1:*port* (0: any free port) until Ctrl-C.
+
+    ``task_status.started()`` gets the port.
+    """
+    store: dict[bytes, bytes] = {}  # one store, shared by every connection
+    with trio.open_signal_receiver(signal.SIGINT) as ctrl_c:
+        async with trio.open_nursery() as nursery:
+            factory = partial(BlobChat, store=store)
+            # Started in the nursery, serve_tcp hands back its listeners: with port 0, the
+            # system picked a free port, and the listener knows which.
+            listeners = await nursery.start(
+                partial(trio_chat.serve_tcp, factory, port, host="127.0.0.1")
+            )
+            port = listeners[0].socket.getsockname()[1]
+            print(f"blob store on 127.0.0.1:{port}", flush=True)
+            task_status.started(port)
+            async for _ in ctrl_c:
+                nursery.cancel_scope.cancel()  # the server and every connection
+    print("stopped", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ malformed one closes the connection (a warning is logged), as the format says it
 
 Two implementations: ``NetstringChat`` (``AsyncChat``: terminator ``b":"``, then the count
 *length + 1*, which takes the comma too) and ``netstring_session`` (``FramedStream``).
-``tests/test_howto.py`` runs one test suite against both. Try it::
+``tests/test_howto_framing.py`` runs one test suite against both. Try it::
 
     python examples/howto/netstrings.py 8771
     printf '5:hello,0:,' | nc 127.0.0.1 8771          # 5:HELLO,0:,
@@ -16,6 +16,7 @@ Two implementations: ``NetstringChat`` (``AsyncChat``: terminator ``b":"``, then
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from functools import partial
 from typing import Final
@@ -97,7 +98,9 @@ class NetstringChat(trio_chat.AsyncChat):
 
     def protocol_error(self, reason: str) -> None:
         logger.warning("closing connection to %s: %s", self.peer, reason)
-        self.close()
+        # Not close(), which would drop the replies still queued: send them, then close,
+        # reading nothing more (as netstring_session does).
+        self.close_when_done()
 
 
 async def netstring_session(stream: trio.abc.Stream) -> None:
@@ -125,13 +128,20 @@ async def netstring_session(stream: trio.abc.Stream) -> None:
 
 
 async def main(port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve ``NetstringChat`` on 127.0.0.1:*port* (0: any free port) until cancelled."""
-    async with trio.open_nursery() as nursery:
-        serve = partial(trio_chat.serve_tcp, NetstringChat, port, host="127.0.0.1")
-        listeners = await nursery.start(serve)
-        port = listeners[0].socket.getsockname()[1]
-        print(f"netstring upper-case server on 127.0.0.1:{port}", flush=True)
-        task_status.started(port)
+    """Serve ``NetstringChat`` on 127.0.0.1:*port* (0: any free port) until Ctrl-C.
+
+    ``task_status.started()`` gets the port.
+    """
+    with trio.open_signal_receiver(signal.SIGINT) as ctrl_c:
+        async with trio.open_nursery() as nursery:
+            serve = partial(trio_chat.serve_tcp, NetstringChat, port, host="127.0.0.1")
+            listeners = await nursery.start(serve)
+            port = listeners[0].socket.getsockname()[1]
+            print(f"netstring upper-case server on 127.0.0.1:{port}", flush=True)
+            task_status.started(port)
+            async for _ in ctrl_c:
+                nursery.cancel_scope.cancel()  # the server and every connection
+    print("stopped", flush=True)
 
 
 if __name__ == "__main__":

@@ -70,8 +70,12 @@ async def open_unix_listener(
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         await sock.bind(path)
-        # Between bind() and listen() nobody can connect yet: set the permissions here and no
-        # client ever sees the file with the umask's.
+    except BaseException:
+        sock.close()  # and leave the file alone: if it exists, it is not ours
+        raise
+    try:
+        # bind() created the file with the umask's permissions, but until listen() nobody can
+        # connect: set the permissions here and no client ever connects through the umask's.
         os.chmod(path, mode)
         sock.listen(backlog)
     except BaseException:
@@ -94,7 +98,11 @@ async def serve_unix(
     ``task_status.started()`` gets the listeners, as from :func:`trio_chat.serve_listeners`.
     """
     listener = await open_unix_listener(path, mode=mode)
-    inode = os.stat(path).st_ino
+    try:
+        inode = os.stat(path).st_ino
+    except BaseException:
+        await trio.aclose_forcefully(listener)
+        raise
     try:
         await trio_chat.serve_listeners(handler_factory, [listener], task_status=task_status)
     finally:
@@ -115,8 +123,9 @@ def peer_uid(stream: trio.abc.Stream | None) -> int | None:
         return None
     if stream.socket.family != socket.AF_UNIX:
         return None
+    # struct ucred: pid_t pid (signed), uid_t uid and gid_t gid (unsigned), 32 bits each.
     credentials = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-    _pid, uid, _gid = struct.unpack("3i", credentials)
+    _pid, uid, _gid = struct.unpack("iII", credentials)
     return int(uid)
 
 

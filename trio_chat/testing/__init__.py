@@ -10,7 +10,11 @@ direction: ``send_all`` returns once the handler has read every byte), so the ch
 chooses is the chunking the handler sees. The handler's output is buffered without limit, so a
 handler never blocks on a test that has not read yet.
 
-For example::
+For example, with the key-value handler of ``examples/kv_chat.py``, which ends its replies with
+``\r\n`` (the docs' "Test a handler" how-to has more)::
+
+    import trio
+    from kv_chat import KVChat
 
     from trio_chat.testing import every_split, exchange, open_peer
 
@@ -18,13 +22,13 @@ For example::
         with trio.fail_after(5):
             async with open_peer(KVChat()) as peer:
                 await peer.send_all(b"SET a 1\nGET a\n")
-                assert await peer.receive_until(b"\n") == b"OK"
-                assert await peer.receive_until(b"\n") == b"VALUE 1"
+                assert await peer.receive_until(b"\r\n") == b"OK"
+                assert await peer.receive_until(b"\r\n") == b"VALUE 1"
 
     async def test_any_split_gives_the_same_replies() -> None:
         with trio.fail_after(5):
             for chunks in every_split(b"SET a 1\nGET a\n"):
-                assert await exchange(KVChat(), chunks) == b"OK\nVALUE 1\n"
+                assert await exchange(KVChat(), chunks) == b"OK\r\nVALUE 1\r\n"
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ class Peer(HalfCloseableFramedStream):
         For example::
 
             await peer.send_all(b"QUIT\n")
-            assert await peer.receive_all_until_eof() == b"BYE\n"
+            assert await peer.receive_all_until_eof() == b"BYE\r\n"
         """
         chunks = []
         while data := await self.receive_some():
@@ -172,7 +176,7 @@ async def exchange(target: Target, data: bytes | Iterable[bytes]) -> bytes:
     For example::
 
         for chunks in every_split(b"GET a\nQUIT\n"):
-            assert await exchange(KVChat(), chunks) == b"NOT_FOUND\nBYE\n"
+            assert await exchange(KVChat(), chunks) == b"NOT_FOUND\r\nBYE\r\n"
     """
     chunks = [data] if isinstance(data, bytes) else data
     async with open_peer(target) as peer:
