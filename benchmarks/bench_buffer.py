@@ -4,13 +4,15 @@ Feeds N MiB of fixed-size lines (31 bytes + ``b"\\n"``, then 30 bytes + ``b"\\r\
 fixed-size chunks (64 KiB by default) to:
 
 * ``trio_chat``: a :class:`~trio_chat._buffer.TerminatorBuffer` drained the way
-  ``AsyncChat._dispatch`` drains it, calling ``collect_incoming_data`` for every data event and
-  ``found_terminator`` for every :class:`~trio_chat._buffer.TerminatorFound`;
+  ``AsyncChat._dispatch`` drains it: ``deliver(collect_incoming_data, found_terminator, 256)``;
+* ``next_event``: the same buffer drained one ``next_event()`` at a time, calling
+  ``collect_incoming_data`` for every data event and ``found_terminator`` for every
+  :class:`~trio_chat._buffer.TerminatorFound` (the general path, which a pull-style driver uses);
 * ``asynchat``: a subclass of the reference ``asynchat.async_chat`` whose ``recv`` is replaced
   by a function returning the next chunk, with ``handle_read()`` called once per chunk (no
   socket, no asyncore map entry).
 
-Both peers share the same consumer (collect pieces into a list; on the terminator join them into
+All peers share the same consumer (collect pieces into a list; on the terminator join them into
 the line and count it), so the difference is the framing machinery alone. Before timing, one
 untimed pass per peer checks the line count and a CRC-32 of every line against the input.
 
@@ -126,8 +128,25 @@ class ChecksumLineCounter(LineCounter):
 # The peers: each feeds every chunk to *consumer* and returns it
 
 
-def run_buffer(chunks: Sequence[bytes], terminator: bytes, consumer: LineCounter) -> LineCounter:
+def run_deliver(chunks: Sequence[bytes], terminator: bytes, consumer: LineCounter) -> LineCounter:
     """Drive a TerminatorBuffer as ``AsyncChat._dispatch`` does (minus the trio checkpoints)."""
+    buf = TerminatorBuffer(terminator)
+    feed = buf.feed
+    deliver = buf.deliver
+    collect = consumer.collect_incoming_data
+    found = consumer.found_terminator
+    for chunk in chunks:
+        feed(chunk)
+        while deliver(collect, found, 256) is None:  # 256: AsyncChat's frames per checkpoint
+            pass
+    buf.feed_eof()
+    while deliver(collect, found, 256) is None:
+        pass
+    return consumer
+
+
+def run_buffer(chunks: Sequence[bytes], terminator: bytes, consumer: LineCounter) -> LineCounter:
+    """Drive a TerminatorBuffer one ``next_event()`` at a time, as a pull-style driver does."""
     buf = TerminatorBuffer(terminator)
     feed = buf.feed
     next_event = buf.next_event
@@ -191,7 +210,8 @@ if asynchat is not None:
 
 
 PEERS: dict[str, Callable[[Sequence[bytes], bytes, LineCounter], LineCounter]] = {
-    "trio_chat": run_buffer,
+    "trio_chat": run_deliver,
+    "next_event": run_buffer,
     "asynchat": run_asynchat,
 }
 
@@ -265,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not total:
         parser.error(f"--mib {args.mib} is less than one {LINE_SIZE}-byte line")
     terminators = {"lf": [b"\n"], "crlf": [b"\r\n"], "both": [b"\n", b"\r\n"]}[args.terminator]
-    peers = ["trio_chat", "asynchat"]
+    peers = ["trio_chat", "next_event", "asynchat"]
     if asynchat is None:
         log("asynchat is not importable (Python 3.12+ needs `pip install pyasynchat`): skipped")
         peers.remove("asynchat")

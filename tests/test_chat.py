@@ -629,3 +629,150 @@ async def test_stream_closed_under_the_handler_ends_run() -> None:
             await trio.testing.wait_all_tasks_blocked()
             await server.aclose()  # not through the handler
     assert chat.closed
+
+
+class CollectOnly(AsyncChat):
+    """Implements collect_incoming_data only: found_terminator is the default."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        super().__init__(stream)
+        self.set_terminator(b"\n")
+        self.collected: list[bytes] = []
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        self.collected.append(data)
+
+
+async def test_the_default_found_terminator_raises_not_implemented() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    chat = CollectOnly(server)
+    await client.send_all(b"line\nmore\n")
+    with (
+        trio.fail_after(5),
+        pytest.raises(
+            NotImplementedError, match=r"^subclasses of AsyncChat must implement found_terminator$"
+        ),
+    ):
+        await chat.run()
+    assert chat.collected == [b"line"]  # the frame's data came first; nothing after the error
+    assert chat.closed
+    assert await client.receive_some() == b""  # run() closed the stream on its way out
+
+
+async def test_the_default_collect_incoming_data_raises_not_implemented() -> None:
+    class FoundOnly(AsyncChat):
+        def found_terminator(self) -> None:
+            pass
+
+    client, server = trio.testing.memory_stream_pair()
+    chat = FoundOnly(server)
+    chat.set_terminator(b"\n")
+    await client.send_all(b"line\n")
+    with (
+        trio.fail_after(5),
+        pytest.raises(
+            NotImplementedError,
+            match=r"^subclasses of AsyncChat must implement collect_incoming_data$",
+        ),
+    ):
+        await chat.run()
+
+
+def _regex(source: bytes) -> Any:
+    import re  # here rather than at the top: these tests were appended to the file
+
+    return re.compile(source)
+
+
+@pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "byte-by-byte"])
+@pytest.mark.parametrize(
+    ("term", "data", "frames", "matched"),
+    [
+        (
+            _regex(rb"\r?\n"),
+            b"dos\r\nunix\n\r\nold\r\n",
+            [b"dos", b"unix", b"", b"old"],
+            [b"\r\n", b"\n", b"\r\n", b"\r\n"],
+        ),
+        # A greedy match at the end of the input so far waits for the next byte, or for EOF.
+        (
+            _regex(rb"\n\n+"),
+            b"one\ntwo\n\nthree\n\n\n",
+            [b"one\ntwo", b"three"],
+            [b"\n\n", b"\n\n\n"],
+        ),
+        (
+            (b"\r\n", b"\n", b";"),
+            b"dos\r\nunix\nsemi;old\r\n",
+            [b"dos", b"unix", b"semi", b"old"],
+            [b"\r\n", b"\n", b";", b"\r\n"],
+        ),
+    ],
+    ids=["regex", "greedy-regex", "tuple"],
+)
+async def test_regex_and_tuple_terminators_frame_and_tell_what_matched(
+    term: Any, data: bytes, frames: list[bytes], matched: list[bytes], bytewise: bool
+) -> None:
+    seen: list[bytes | int | None] = []
+
+    class Recorder(Lines):
+        def on_frame(self, frame: bytes) -> None:
+            seen.append(self.last_terminator)
+
+    client, server = trio.testing.memory_stream_pair()
+    chat = Recorder(server, term)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            for chunk in [data[i : i + 1] for i in range(len(data))] if bytewise else [data]:
+                await client.send_all(chunk)
+                await trio.testing.wait_all_tasks_blocked()
+            await client.send_eof()
+            await read_all(client)
+    assert chat.frames == frames
+    assert seen == matched
+    assert chat.last_terminator == matched[-1]
+    assert chat.get_terminator() == term  # a searching terminator stays set
+
+
+class PullCounter:
+    """Counts how many pieces a generator producer has handed out."""
+
+    def __init__(self) -> None:
+        self.pulled = 0
+
+    def pieces(self, count: int, size: int) -> Iterator[bytes]:
+        for _ in range(count):
+            self.pulled += 1
+            yield b"p" * size
+
+    async def async_pieces(self, count: int, size: int) -> AsyncIterator[bytes]:
+        for _ in range(count):
+            await trio.lowlevel.checkpoint()
+            self.pulled += 1
+            yield b"p" * size
+
+
+@pytest.mark.parametrize("kind", ["iterable", "async iterable"])
+async def test_iterable_producers_are_pulled_only_as_fast_as_the_peer_reads(kind: str) -> None:
+    # As test_producers_are_pulled_only_as_fast_as_the_peer_reads, for the other producer kinds.
+    client, server = trio.testing.lockstep_stream_pair()
+    chat = Lines(server)
+    counter = PullCounter()
+    if kind == "iterable":
+        chat.push_with_producer(counter.pieces(100, 1000))
+    else:
+        chat.push_with_producer(counter.async_pieces(100, 1000))
+    chat.close_when_done()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            await trio.testing.wait_all_tasks_blocked()
+            assert counter.pulled <= 1  # nobody read: at most the piece being written
+            got = await client.receive_some(1000)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(got) == 1000
+            assert counter.pulled <= 2
+            rest = await read_all(client)
+    assert len(got) + len(rest) == 100_000
+    assert counter.pulled == 100

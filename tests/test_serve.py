@@ -752,22 +752,23 @@ async def test_serve_listeners_over_an_ssl_listener(caplog: pytest.LogCaptureFix
             listener = trio.SSLListener(tcp, contexts.server)
             serve = partial(serve_listeners, Greeter, [listener], max_connections_per_peer=1)
             assert await nursery.start(serve) == [listener]
-            client = trio.SSLStream(
-                await connect(port), contexts.client, server_hostname="localhost"
-            )
-            reader = LineReader(client)
-            assert await reader.line() == b"hi\n"
-            assert await round_trip(client, reader, b"secret\n") == b"secret\n"
-            # The per-peer limit sees the address under the TLS layer: a second connection from
-            # 127.0.0.1 is refused (closed before its handshake), and the log names the peer.
-            second = await connect(port)
-            refused = trio.SSLStream(second, contexts.client, server_hostname="localhost")
-            with pytest.raises(trio.BrokenResourceError):
-                await refused.do_handshake()
-            await trio.aclose_forcefully(refused)
-            assert f"refusing connection from {local_name(second)}: 1 connections" in caplog.text
-            assert await round_trip(client, reader, b"still\n") == b"still\n"
-            await client.aclose()
+            tcp_client = await connect(port)
+            async with trio.SSLStream(
+                tcp_client, contexts.client, server_hostname="localhost"
+            ) as client:
+                reader = LineReader(client)
+                assert await reader.line() == b"hi\n"
+                assert await round_trip(client, reader, b"secret\n") == b"secret\n"
+                # The per-peer limit sees the address under the TLS layer: a second connection
+                # from 127.0.0.1 is refused (closed before its handshake), the log names it.
+                second = await connect(port)
+                name = local_name(second)
+                refused = trio.SSLStream(second, contexts.client, server_hostname="localhost")
+                with pytest.raises(trio.BrokenResourceError):
+                    await refused.do_handshake()
+                await trio.aclose_forcefully(refused)
+                assert f"refusing connection from {name}: 1 connections" in caplog.text
+                assert await round_trip(client, reader, b"still\n") == b"still\n"
             nursery.cancel_scope.cancel()
 
 
