@@ -728,19 +728,20 @@ class TerminatorBuffer:
                 self._found = None
             else:
                 reader = self._reader
-                if type(reader) is _BytesReader and not self._pending:
+                if type(reader) is _BytesReader and not self._pending and not reader.frame_len:
                     # The inlined _BytesReader.next_event, in a loop over every frame whose
                     # terminator is in the buffer within the limit, for as long as no hook
-                    # changed the buffer (_epoch); anything else takes the general path.
+                    # changed the buffer (_epoch); anything else takes the general path. A frame
+                    # that began in an earlier read does too: with small reads most frames do,
+                    # and the search that fails here would only be repeated there.
                     data = self._data
                     pos = self._pos
                     term = reader.term
                     size = len(term)
                     found_event = reader._found
                     limit = self._max_frame_size
-                    # Never look further than the limit allows (the first frame may have been
-                    # partly handed over already).
-                    stop = len(data) if limit is None else pos + limit - reader.frame_len + size
+                    # Never look further than the limit allows.
+                    stop = len(data) if limit is None else pos + limit + size
                     epoch = self._epoch
                     find = data.find
                     changed = False
