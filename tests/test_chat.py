@@ -776,3 +776,26 @@ async def test_iterable_producers_are_pulled_only_as_fast_as_the_peer_reads(kind
             rest = await read_all(client)
     assert len(got) + len(rest) == 100_000
     assert counter.pulled == 100
+
+
+async def test_idle_timeout_closes_a_peer_that_neither_sends_nor_reads(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The receive loop writes its own replies: while it waits for a peer that does not read, it
+    # does not wait for input, so the idle timeout has to cover that write too.
+    class Idle(Lines):
+        idle_timeout = 10.0
+
+    client, server = trio.testing.lockstep_stream_pair()  # no buffer: the reply cannot be sent
+    chat = Idle(server)
+    caplog.set_level(logging.INFO, logger="trio_chat")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all, b"hello\n")
+            start = trio.current_time()
+            await chat.run()
+            assert 10 <= trio.current_time() - start <= 11
+    assert chat.frames == [b"hello"]
+    assert "no input and a blocked write for 10.0 seconds (idle_timeout)" in caplog.text
+    while await client.receive_some():  # the server's end is closed: EOF follows
+        pass

@@ -86,7 +86,8 @@ class AsyncChat:
             and the reason logged (None: no limit). The handler's own pushes are bounded by
             ``out_high_water`` instead.
         idle_timeout: seconds without input after which the connection is closed and it is
-            logged (None: wait forever).
+            logged (None: wait forever). It also bounds how long the receive loop waits to
+            write its hooks' replies to a peer that does not read.
     """
 
     # 64 KiB: asynchat's sizes, and what one loopback read typically returns.
@@ -556,24 +557,46 @@ class AsyncChat:
         stream = self._stream
         assert stream is not None
         self._send_idle = False  # one writer: pushes from other tasks now wait for us
+        timeout = self.idle_timeout
         try:
-            while out:
-                item = out[0]
-                if item is _CLOSE:
-                    out.popleft()
-                    self._finish()
+            if timeout is None:
+                await self._write_replies(stream, out)
+            else:
+                # While this task waits for a peer that does not read, it is not waiting for
+                # input either: the idle timeout must still close a peer that went silent.
+                with trio.move_on_after(timeout) as deadline:
+                    await self._write_replies(stream, out)
+                if deadline.cancelled_caught:
+                    logger.info(
+                        "closing connection to %s: no input and a blocked write for %s seconds"
+                        " (idle_timeout)",
+                        self.peer,
+                        timeout,
+                    )
+                    self.close()
                     return True
-                if item.__class__ is not bytes:
-                    break
-                await self._write_bytes(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._lost(exc)
             return True
+        if self._closed:
+            return True  # the close marker was reached
         if out:
             self._wake_sender()
         else:
             self._become_idle()
         return True
+
+    async def _write_replies(self, stream: trio.abc.Stream, out: deque[object]) -> None:
+        """Write the queued bytes up to a producer, or up to and including the close marker."""
+        while out:
+            item = out[0]
+            if item is _CLOSE:
+                out.popleft()
+                self._finish()
+                return
+            if item.__class__ is not bytes:
+                return
+            await self._write_bytes(stream)
 
     async def _write_bytes(self, stream: trio.abc.Stream) -> None:
         """Write the bytes at the head of the queue, coalescing a burst of small pushes."""
