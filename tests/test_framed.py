@@ -14,6 +14,7 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from line_totals import sum_values
 
 from trio_chat import (
     Delimiter,
@@ -22,6 +23,7 @@ from trio_chat import (
     HalfCloseableFramedStream,
     IncompleteFrameError,
 )
+from trio_chat._framed import _FRAMES_PER_CHECKPOINT
 from trio_chat.testing import byte_by_byte, every_split, exchange, open_peer
 
 # ------------------------------------------------------------------ conformance
@@ -655,25 +657,26 @@ async def test_receive_frames_has_one_schedule_point_for_all_buffered_frames() -
 
 
 async def test_frames_checkpoints_once_per_64_buffered_frames() -> None:
+    n = _FRAMES_PER_CHECKPOINT  # 64
     with trio.fail_after(5):
-        data = b"".join(b"%d\n" % i for i in range(200))
+        data = b"".join(b"%d\n" % i for i in range(3 * n + 8))
         framed = chunked([data])
         frames = framed.frames(b"\n")
         with trio.testing.assert_checkpoints():
             assert await frames.__anext__() == b"0"  # reads
-        for i in range(1, 65):
+        for i in range(1, n + 1):
             with trio.testing.assert_no_checkpoints():
                 assert await frames.__anext__() == b"%d" % i
         with trio.testing.assert_checkpoints():
-            assert await frames.__anext__() == b"65"
+            assert await frames.__anext__() == b"%d" % (n + 1)
         with trio.testing.assert_no_checkpoints():
-            assert await frames.__anext__() == b"66"
+            assert await frames.__anext__() == b"%d" % (n + 2)
 
         framed = chunked([data])
         with counting_steps() as counter:
-            assert len([frame async for frame in framed.frames(b"\n")]) == 200
-        # A read, the EOF read, and one schedule point after each 64 frames handed over at once.
-        assert 4 <= counter.steps <= 6
+            assert len([frame async for frame in framed.frames(b"\n")]) == 3 * n + 8
+        # The read, one schedule point after each n frames handed over at once, the EOF read.
+        assert counter.steps == 1 + 3 + 1
 
 
 async def test_frames_lets_other_tasks_run_and_can_be_cancelled_in_a_fast_loop() -> None:
@@ -685,7 +688,7 @@ async def test_frames_lets_other_tasks_run_and_can_be_cancelled_in_a_fast_loop()
                 seen += 1
                 if seen == 10:
                     scope.cancel()
-        assert 10 < seen <= 10 + 64  # at most 64 more frames before the next checkpoint
+        assert 10 < seen <= 10 + _FRAMES_PER_CHECKPOINT  # until the next checkpoint
         assert await framed.receive_frames(b"\n") == [b"x"] * (1000 - seen)  # none lost
 
         ticks = 0
@@ -805,3 +808,17 @@ async def test_cancelling_receive_frames_anywhere_loses_nothing() -> None:
                     nursery.cancel_scope.cancel()
             assert got == lines
     assert cancels > 0  # some calls were cancelled (the others too late to raise, or never)
+
+
+async def test_the_line_totals_example() -> None:
+    data = b"a 1\nb 2\na 3\nc -4\n"
+    with trio.fail_after(10):
+        assert await exchange(sum_values, data) == b"a 4\nb 2\nc -4\n"
+        for chunks in every_split(data):
+            assert await exchange(sum_values, chunks) == b"a 4\nb 2\nc -4\n"
+        assert await exchange(sum_values, b"") == b""
+        with pytest.raises(IncompleteFrameError, match="after 3 bytes"):
+            async with open_peer(sum_values) as peer:
+                await peer.send_all(b"a 1\na 2")  # the input ends inside a line
+                await peer.send_eof()
+                assert await peer.receive_some() == b""  # no totals
