@@ -744,6 +744,7 @@ class TerminatorBuffer:
                     stop = len(data) if limit is None else pos + limit + size
                     epoch = self._epoch
                     find = data.find
+                    size_data = len(data)
                     changed = False
                     while (idx := find(term, pos, stop)) >= 0:
                         end = idx + size
@@ -772,6 +773,8 @@ class TerminatorBuffer:
                         if self._epoch != epoch:
                             changed = True
                             break
+                        if end == size_data:  # all handed over (one request per read, say)
+                            return END_OF_INPUT if self._eof else NEED_DATA
                         pos = end
                         if limit is not None:
                             stop = end + limit + size

@@ -515,7 +515,9 @@ class AsyncChat:
                 return
             if not data:
                 self._buffer.feed_eof()
-                await self._dispatch()
+                result = self._deliver()
+                wrote = await self._flush() if self._out else False
+                await self._dispatch(result, wrote)
                 if not (self._closing or self._closed):
                     await self._run_hook(self.handle_close)
                     if not (self._closing or self._closed):
@@ -524,20 +526,29 @@ class AsyncChat:
                         await trio.sleep_forever()
                 return
             self._buffer.feed(data)
-            await self._dispatch()
-
-    async def _dispatch(self) -> None:
-        """Hand the buffered input to the hooks, checkpointing every few frames."""
-        deliver = self._buffer.deliver
-        collect = self.collect_incoming_data
-        found = self.found_terminator
-        while not (self._closing or self._closed):
-            self._deferred = True
-            try:
-                result = deliver(collect, found, _FRAMES_PER_CHECKPOINT)
-            finally:
-                self._deferred = False
+            # The first batch of frames is handed over here rather than in _dispatch(): a
+            # request-reply exchange then costs no extra coroutine (about 0.2 us of ~8).
+            result = self._deliver()
             wrote = await self._flush() if self._out else False
+            if result is not NEED_DATA:
+                await self._dispatch(result, wrote)
+
+    def _deliver(self) -> object:
+        """Hand buffered input to the hooks until the input is used up or a batch is done."""
+        self._deferred = True
+        try:
+            return self._buffer.deliver(
+                self.collect_incoming_data, self.found_terminator, _FRAMES_PER_CHECKPOINT
+            )
+        finally:
+            self._deferred = False
+
+    async def _dispatch(self, result: object, wrote: bool) -> None:
+        """Go on after a :meth:`_deliver` that returned *result*, checkpointing every batch.
+
+        *wrote*: whether the hooks' output was written since (which checkpointed).
+        """
+        while True:
             if result is None:  # a batch of frames done, or close() from a hook
                 if not wrote or self._queued > self.out_high_water:
                     await self._throttle()
@@ -545,6 +556,10 @@ class AsyncChat:
                 return
             else:  # an async hook's coroutine
                 await self._call_hook(result)  # type: ignore[arg-type]
+            if self._closing or self._closed:
+                return
+            result = self._deliver()
+            wrote = await self._flush() if self._out else False
 
     async def _flush(self) -> bool:
         """Write queued replies from the receive loop while the send loop is idle.
@@ -560,7 +575,15 @@ class AsyncChat:
         timeout = self.idle_timeout
         try:
             if timeout is None:
-                await self._write_replies(stream, out)
+                if len(out) == 1 and out[0].__class__ is bytes:
+                    # One reply (a request-reply exchange): written here, one coroutine less.
+                    data: Any = out.popleft()
+                    generation = self._generation
+                    await stream.send_all(data)
+                    if generation == self._generation:
+                        self._set_queued(self._queued - len(data))
+                else:
+                    await self._write_replies(stream, out)
             else:
                 # While this task waits for a peer that does not read, it is not waiting for
                 # input either: the idle timeout must still close a peer that went silent.
@@ -587,35 +610,31 @@ class AsyncChat:
         return True
 
     async def _write_replies(self, stream: trio.abc.Stream, out: deque[object]) -> None:
-        """Write the queued bytes up to a producer, or up to and including the close marker."""
-        while out:
-            item = out[0]
-            if item is _CLOSE:
-                out.popleft()
-                self._finish()
-                return
-            if item.__class__ is not bytes:
-                return
-            await self._write_bytes(stream)
+        """Write the queued bytes up to a producer, or up to and including the close marker.
 
-    async def _write_bytes(self, stream: trio.abc.Stream) -> None:
-        """Write the bytes at the head of the queue, coalescing a burst of small pushes."""
-        out = self._out
-        assert out is not None
-        data: Any = out.popleft()
-        size = len(data)
+        A burst of small pushes is joined into writes of up to ``ac_out_buffer_size`` bytes.
+        """
         limit = self.ac_out_buffer_size
-        if size < limit and out and out[0].__class__ is bytes:
-            chunks = [data]
-            while size < limit and out and out[0].__class__ is bytes:
-                data = out.popleft()
-                chunks.append(data)
-                size += len(data)
-            data = b"".join(chunks)
-        generation = self._generation
-        await stream.send_all(data)
-        if generation == self._generation:  # else discard_buffers() has reset the count
-            self._set_queued(self._queued - size)
+        while out:
+            data: Any = out[0]
+            if data.__class__ is not bytes:
+                if data is _CLOSE:
+                    out.popleft()
+                    self._finish()
+                return
+            out.popleft()
+            size = len(data)
+            if size < limit and out and out[0].__class__ is bytes:
+                chunks = [data]
+                while size < limit and out and out[0].__class__ is bytes:
+                    data = out.popleft()
+                    chunks.append(data)
+                    size += len(data)
+                data = b"".join(chunks)
+            generation = self._generation
+            await stream.send_all(data)
+            if generation == self._generation:  # else discard_buffers() has reset the count
+                self._set_queued(self._queued - size)
 
     async def _send_loop(self) -> None:
         out = self._out
@@ -631,12 +650,10 @@ class AsyncChat:
                 stream = self._stream  # read each time: start_tls() replaces it
                 assert stream is not None
                 item = out[0]
-                if item is _CLOSE:
-                    out.popleft()
-                    self._finish()
-                    return
-                if item.__class__ is bytes:
-                    await self._write_bytes(stream)
+                if item.__class__ is bytes or item is _CLOSE:
+                    await self._write_replies(stream, out)
+                    if self._closed:
+                        return  # the close marker was reached
                 else:
                     out.popleft()
                     await self._send_producer(stream, item, self._generation)
