@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Final, SupportsIndex, TypeAlias, cast, overload
+from typing import Final, SupportsIndex, TypeAlias, TypeVar, cast, overload
 
 import trio
 
@@ -33,6 +33,8 @@ from ._buffer import (
     TerminatorFound,
 )
 from ._exceptions import FrameTooLongError, IncompleteFrameError
+
+_T = TypeVar("_T")
 
 __all__ = ["DEFAULT_RECEIVE_SIZE", "Delimiter", "FramedStream", "HalfCloseableFramedStream"]
 
@@ -252,7 +254,7 @@ class FramedStream(trio.abc.Stream):
             if key != self._key:
                 _check_delimiter(delimiter)
                 self._begin(key, delimiter, limit)
-            return await self._receive_frame()
+            return await self._receive(self._next_frame)
 
     async def receive_frames(
         self,
@@ -311,23 +313,7 @@ class FramedStream(trio.abc.Stream):
             if key != self._key:
                 _check_delimiter(delimiter, "receive_frames")
                 self._begin(key, delimiter, limit)
-            # As _receive_frame: a cancel point, then a real wait or an uncancellable schedule
-            # point, so frames already taken from the buffer are never lost.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            waited = False
-            try:
-                self._check_open()
-                while not (frames := self._next_frames(max_frames)):
-                    waited = True
-                    data = await self._stream.receive_some(self._receive_size)
-                    if data:
-                        self._buffer.feed(data)
-                    else:
-                        self._buffer.feed_eof()
-            finally:
-                if not waited:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-            return frames
+            return await self._receive(lambda: self._next_frames(max_frames) or None)
 
     async def receive_exactly(self, n: int) -> bytes:
         """Receive exactly *n* bytes (a frame of a known length; ``0`` returns ``b""``).
@@ -353,7 +339,7 @@ class FramedStream(trio.abc.Stream):
             key = ("exactly", n)
             if key != self._key:
                 self._begin(key, n, None)
-            frame = await self._receive_frame()
+            frame = await self._receive(self._next_frame)
             self._key = None  # a satisfied count leaves the buffer with no terminator
             return frame
 
@@ -504,7 +490,8 @@ class FramedStream(trio.abc.Stream):
             raise trio.EndOfChannel("the input ended (between frames)")
         return frames
 
-    async def _receive_frame(self) -> bytes:
+    async def _receive(self, take: Callable[[], _T | None]) -> _T:
+        """Read until ``take()`` returns something (a frame, or a list of frames)."""
         # trio's pattern for "maybe ready at once": a cancel point first, then either a real
         # wait in the wrapped stream, or a schedule point that cannot be cancelled (so a frame
         # already taken from the buffer is never lost to a cancellation).
@@ -512,7 +499,7 @@ class FramedStream(trio.abc.Stream):
         waited = False
         try:
             self._check_open()
-            while (frame := self._next_frame()) is None:
+            while (taken := take()) is None:
                 waited = True  # the wrapped stream's receive_some checkpoints, even on errors
                 data = await self._stream.receive_some(self._receive_size)
                 if data:
@@ -522,7 +509,7 @@ class FramedStream(trio.abc.Stream):
         finally:
             if not waited:
                 await trio.lowlevel.cancel_shielded_checkpoint()
-        return frame
+        return taken
 
 
 class HalfCloseableFramedStream(FramedStream, trio.abc.HalfCloseableStream):
