@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -14,9 +15,11 @@ import step2_lines
 import step3_protocol
 import step4_async
 import step5_backpressure
+import step6_chat
 import trio
 import trio.testing
-from server_process import ServerProcess, talk
+from server_process import TIMEOUT, ServerProcess, talk
+from serving_helpers import LineReader, reset_on_close
 
 import trio_chat
 
@@ -204,6 +207,205 @@ async def test_step5_prints_what_the_tutorial_shows(capsys: pytest.CaptureFixtur
     assert capsys.readouterr().out == expected
 
 
+# ------------------------------------------------------------------- step 6
+
+
+class Chatter:
+    """A client of step 6's room: a stream, and the lines it hears."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.reader = LineReader(stream)
+
+    async def say(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def hear(self) -> bytes:
+        line = await self.reader.line()
+        assert line.endswith(b"\n"), f"EOF after {line!r}"
+        return line[:-1]
+
+    async def join(self, nick: bytes, here: bytes = b"") -> Chatter:
+        assert await self.hear() == b"Welcome! Your nick?"
+        await self.say(nick + b"\n")
+        assert await self.hear() == b"* hello " + nick + b"; here: " + here
+        return self
+
+
+async def chat_server(nursery: trio.Nursery) -> tuple[int, step6_chat.Room]:
+    """Serve step 6's room on 127.0.0.1 (port 0) in *nursery*: the port and the room."""
+    room = step6_chat.Room()
+    port = await nursery.start(run_server.serve, partial(step6_chat.Member, room=room), 0)
+    return port, room
+
+
+async def arrive(port: int) -> Chatter:
+    return Chatter(await trio.open_tcp_stream("127.0.0.1", port))
+
+
+async def test_step6_a_line_goes_to_every_member_but_its_sender() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port, room = await chat_server(nursery)
+            alice = await (await arrive(port)).join(b"alice")
+            bob = await (await arrive(port)).join(b"bob", b"alice")
+            assert await alice.hear() == b"* bob joined"
+            carol = await (await arrive(port)).join(b"carol", b"alice, bob")
+            assert await alice.hear() == b"* carol joined"
+            assert await bob.hear() == b"* carol joined"
+            assert sorted(room.members) == ["alice", "bob", "carol"]
+
+            await bob.say(b"hi all\r\n\n")  # a trailing \r is dropped, an empty line ignored
+            assert await alice.hear() == b"<bob> hi all"
+            assert await carol.hear() == b"<bob> hi all"
+            await alice.say(b"hi ")
+            await alice.say(b"bob\n")
+            # Had bob heard his own line, it would come first: it was pushed before this one.
+            assert await bob.hear() == b"<alice> hi bob"
+            assert await carol.hear() == b"<alice> hi bob"
+
+            taken = await arrive(port)
+            assert await taken.hear() == b"Welcome! Your nick?"
+            await taken.say(b"alice\n\n")
+            assert await taken.hear() == b"* that nick is empty or taken, try another"
+            assert await taken.hear() == b"* that nick is empty or taken, try another"
+            await taken.say(b"dave\n")
+            assert await taken.hear() == b"* hello dave; here: alice, bob, carol"
+            for chatter in alice, bob, carol:
+                assert await chatter.hear() == b"* dave joined"
+            for chatter in alice, bob, carol, taken:
+                await chatter.stream.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_step6_quit_leaves_the_room_and_the_others_are_told() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port, room = await chat_server(nursery)
+            alice = await (await arrive(port)).join(b"alice")
+            bob = await (await arrive(port)).join(b"bob", b"alice")
+            assert await alice.hear() == b"* bob joined"
+            await bob.say(b"/quit\nnot said\n")  # input after /quit is not processed
+            assert await bob.hear() == b"Bye!"
+            assert await bob.reader.rest() == b""  # then the connection is closed
+            assert await alice.hear() == b"* bob left"
+            assert list(room.members) == ["alice"]
+            await bob.stream.aclose()
+            # The nick is free again, and the room goes on.
+            bob = await (await arrive(port)).join(b"bob", b"alice")
+            assert await alice.hear() == b"* bob joined"
+            await alice.say(b"welcome back\n")
+            assert await bob.hear() == b"<alice> welcome back"
+            for chatter in alice, bob:
+                await chatter.stream.aclose()
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["eof", "reset"])
+async def test_step6_a_client_that_hangs_up_mid_line_leaves_the_room(
+    reset: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_chat")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port, room = await chat_server(nursery)
+            alice = await (await arrive(port)).join(b"alice")
+            bob = await (await arrive(port)).join(b"bob", b"alice")
+            assert await alice.hear() == b"* bob joined"
+            carol = await (await arrive(port)).join(b"carol", b"alice, bob")
+            for chatter in alice, bob:
+                assert await chatter.hear() == b"* carol joined"
+            await bob.say(b"half a li")
+            assert isinstance(bob.stream, trio.SocketStream)
+            if reset:
+                reset_on_close(bob.stream)
+            await bob.stream.aclose()
+            # The half line is never said: "* bob left" is the next thing the others hear.
+            assert await alice.hear() == b"* bob left"
+            assert await carol.hear() == b"* bob left"
+            assert sorted(room.members) == ["alice", "carol"]
+            await carol.say(b"still here?\n")
+            assert await alice.hear() == b"<carol> still here?"
+            for chatter in alice, carol:
+                await chatter.stream.aclose()
+            nursery.cancel_scope.cancel()
+    assert not caplog.records, caplog.text  # nothing failed, nothing was cut off
+
+
+def send_loops() -> int:
+    """How many AsyncChat send loops are running now, in the whole task tree."""
+
+    def tasks(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
+        yield task
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                yield from tasks(child)
+
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    return sum(task.name.endswith("AsyncChat._send_loop") for task in tasks(root))
+
+
+async def test_step6_a_send_loop_starts_when_another_member_pushes() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port, _ = await chat_server(nursery)
+            alice = await (await arrive(port)).join(b"alice")
+            # Alice's replies so far came from her own hooks: her receive loop wrote them.
+            assert send_loops() == 0
+            bob = await (await arrive(port)).join(b"bob", b"alice")
+            # "* bob joined" was pushed to alice from bob's task: her send loop wrote it.
+            assert await alice.hear() == b"* bob joined"
+            assert send_loops() == 1
+            await alice.say(b"hi\n")
+            assert await bob.hear() == b"<alice> hi"
+            assert send_loops() == 2
+            await bob.say(b"hi\n")
+            assert await alice.hear() == b"<bob> hi"
+            assert send_loops() == 2  # started once, then parked between bursts
+            for chatter in alice, bob:
+                await chatter.stream.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_step6_a_member_that_does_not_read_is_cut_off_not_waited_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # In memory: alice's stream has no buffer at all, so what she does not read stays queued in
+    # the server (over TCP the kernel's buffers would first take a few megabytes).
+    room = step6_chat.Room()
+    alice_client, alice_server = trio.testing.lockstep_stream_pair()
+    alice_member = step6_chat.Member(alice_server, room)
+    alice_member.max_queued_bytes = 8192  # as serve_tcp(max_queued_bytes=8192) would set it
+    lines = 64
+    line = b"x" * 999 + b"\n"
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(alice_member.run)
+            alice = await Chatter(alice_client).join(b"alice")
+            chatters = []
+            for nick, here in (b"bob", b"alice"), (b"carol", b"alice, bob"):
+                client, server = trio.testing.memory_stream_pair()
+                nursery.start_soon(step6_chat.Member(server, room).run)
+                chatters.append(await Chatter(client).join(nick, here))
+            bob, carol = chatters
+            assert await bob.hear() == b"* carol joined"
+            # Alice reads nothing from here on. Bob talks on, and carol hears every line: a
+            # push() to alice never waits for her.
+            await bob.say(line * lines)
+            for _ in range(lines):
+                assert await carol.hear() == b"<bob> " + line[:-1]
+            assert await carol.hear() == b"* alice left"
+            assert await bob.hear() == b"* alice left"
+            assert alice_member.closed
+            assert sorted(room.members) == ["bob", "carol"]
+            # Alice gets what was being written when she was cut off, then the end.
+            assert (await alice.reader.rest()).count(b"<bob>") < lines
+            for chatter in bob, carol:
+                await chatter.stream.aclose()
+    assert "more than max_queued_bytes=8192 (the peer reads too slowly)" in caplog.text
+
+
 # --------------------------------------------------------------- what runs where
 
 
@@ -263,6 +465,34 @@ def test_each_step_runs_as_a_program(step: str, request_bytes: bytes, expect: by
         port = server.port()
         assert talk(port, request_bytes, until_eof=False, expect=expect).endswith(expect)
         out = server.stop()
+    assert server.returncode == 0, server.stderr
+    assert out == ""
+
+
+def test_step6_runs_as_a_program() -> None:
+    # Two clients of one server process: they share the room that __main__ created once.
+    with ServerProcess([str(TUTORIAL / "step6_chat.py"), "--port", "0"]) as server:
+        port = server.port()
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as alice,
+            alice.makefile("rb") as alice_lines,
+        ):
+            assert alice_lines.readline() == b"Welcome! Your nick?\n"
+            alice.sendall(b"alice\n")
+            assert alice_lines.readline() == b"* hello alice; here: \n"
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as bob,
+                bob.makefile("rb") as bob_lines,
+            ):
+                assert bob_lines.readline() == b"Welcome! Your nick?\n"
+                bob.sendall(b"bob\n")
+                assert bob_lines.readline() == b"* hello bob; here: alice\n"
+                assert alice_lines.readline() == b"* bob joined\n"
+                bob.sendall(b"hello\n/quit\n")
+                assert alice_lines.readline() == b"<bob> hello\n"
+                assert bob_lines.read() == b"Bye!\n"  # then EOF
+                assert alice_lines.readline() == b"* bob left\n"
+            out = server.stop()  # with alice still connected
     assert server.returncode == 0, server.stderr
     assert out == ""
 
