@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from line_totals import sum_values
 
 from trio_chat import (
+    DEFAULT_MAX_FRAME_SIZE,
     Delimiter,
     FramedStream,
     FrameTooLongError,
@@ -53,13 +54,44 @@ async def test_conformance_half_closeable_stream(
         await trio.testing.check_half_closeable_stream(maker, lockstep_pair)  # type: ignore[arg-type]
 
 
+class PlainStream(trio.abc.Stream):
+    """A stream that cannot half-close: hides the wrapped stream's send_eof."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
 async def test_conformance_two_way_stream_over_a_plain_stream() -> None:
+    def plain(left: trio.abc.Stream, right: trio.abc.Stream) -> tuple[FramedStream, FramedStream]:
+        pair = FramedStream(PlainStream(left)), FramedStream(PlainStream(right))
+        assert all(type(framed) is FramedStream for framed in pair)  # the plain class
+        return pair
+
     async def plain_pair() -> tuple[FramedStream, FramedStream]:
-        left, right = trio.testing.lockstep_stream_pair()  # StapledStreams of non-half-closeable
-        return FramedStream(left), FramedStream(right)
+        return plain(*trio.testing.memory_stream_pair())
+
+    async def clogged_plain_pair() -> tuple[FramedStream, FramedStream]:
+        return plain(*trio.testing.lockstep_stream_pair())
 
     with trio.fail_after(30):
-        await trio.testing.check_two_way_stream(memory_pair, plain_pair)
+        await trio.testing.check_two_way_stream(plain_pair, clogged_plain_pair)
+
+
+def test_the_default_max_bytes_is_finite() -> None:
+    framed = FramedStream(trio.testing.memory_stream_pair()[0])
+    assert framed.max_bytes == DEFAULT_MAX_FRAME_SIZE == 65536
 
 
 def test_half_closeable_only_when_the_wrapped_stream_is() -> None:
