@@ -438,40 +438,6 @@ async def test_peer_reset_is_a_close_not_an_error(caplog: pytest.LogCaptureFixtu
     assert "reset" in caplog.text
 
 
-class CountingProducer:
-    def __init__(self, pieces: int, size: int) -> None:
-        self.left = pieces
-        self.size = size
-        self.pulled = 0
-
-    def more(self) -> bytes:
-        if not self.left:
-            return b""
-        self.left -= 1
-        self.pulled += 1
-        return b"p" * self.size
-
-
-async def test_producers_are_pulled_only_as_fast_as_the_peer_reads() -> None:
-    client, server = trio.testing.lockstep_stream_pair()
-    chat = Lines(server)
-    producer = CountingProducer(100, 1000)
-    chat.push_with_producer(producer)
-    chat.close_when_done()
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(chat.run)
-            await trio.testing.wait_all_tasks_blocked()
-            assert producer.pulled <= 1  # nobody read: at most the piece being written
-            got = await client.receive_some(1000)
-            await trio.testing.wait_all_tasks_blocked()
-            assert len(got) == 1000
-            assert producer.pulled <= 2
-            rest = await read_all(client)
-    assert len(got) + len(rest) == 100_000
-    assert producer.pulled == 100
-
-
 async def test_iterable_and_async_iterable_producers() -> None:
     closed: list[bool] = []
 
@@ -736,10 +702,20 @@ async def test_regex_and_tuple_terminators_frame_and_tell_what_matched(
 
 
 class PullCounter:
-    """Counts how many pieces a generator producer has handed out."""
+    """Counts how many pieces a producer of each kind has handed out."""
 
     def __init__(self) -> None:
         self.pulled = 0
+
+    def producer(self, count: int, size: int) -> trio_chat.Producer:
+        """An asynchat-style producer: ``more()`` until it returns ``b""``."""
+        pieces = self.pieces(count, size)
+
+        class More:
+            def more(self) -> bytes:
+                return next(pieces, b"")
+
+        return More()
 
     def pieces(self, count: int, size: int) -> Iterator[bytes]:
         for _ in range(count):
@@ -753,13 +729,14 @@ class PullCounter:
             yield b"p" * size
 
 
-@pytest.mark.parametrize("kind", ["iterable", "async iterable"])
-async def test_iterable_producers_are_pulled_only_as_fast_as_the_peer_reads(kind: str) -> None:
-    # As test_producers_are_pulled_only_as_fast_as_the_peer_reads, for the other producer kinds.
+@pytest.mark.parametrize("kind", ["more()", "iterable", "async iterable"])
+async def test_producers_are_pulled_only_as_fast_as_the_peer_reads(kind: str) -> None:
     client, server = trio.testing.lockstep_stream_pair()
     chat = Lines(server)
     counter = PullCounter()
-    if kind == "iterable":
+    if kind == "more()":
+        chat.push_with_producer(counter.producer(100, 1000))
+    elif kind == "iterable":
         chat.push_with_producer(counter.pieces(100, 1000))
     else:
         chat.push_with_producer(counter.async_pieces(100, 1000))
