@@ -237,18 +237,25 @@ async def test_bad_arguments_speak() -> None:
         assert await framed.receive_some() == b"x"  # nothing was lost
 
 
-async def test_every_receive_method_checkpoints_even_when_data_is_buffered() -> None:
+async def test_every_receive_method_is_a_cancel_point_even_when_data_is_buffered() -> None:
+    # trio's streams checkpoint per read; served from the buffer, a call is a cancel point
+    # (and a schedule point once per _FRAMES_PER_CHECKPOINT calls), and a cancelled call takes
+    # nothing.
     with trio.fail_after(5):
         _, framed = await feeding(b"a\nbcdefgh\nrest")
         await framed.receive_some(1)  # the buffer now holds the rest
-        with trio.testing.assert_checkpoints():
-            assert await framed.receive_until(b"\n") == b""
-        with trio.testing.assert_checkpoints():
-            assert await framed.receive_exactly(2) == b"bc"
-        with trio.testing.assert_checkpoints():
-            assert await framed.receive_until(re.compile(rb"\n")) == b"defgh"
-        with trio.testing.assert_checkpoints():
-            assert await framed.receive_some(1) == b"r"
+        calls: list[tuple[Callable[[], Awaitable[bytes]], bytes]] = [
+            (lambda: framed.receive_until(b"\n"), b""),
+            (lambda: framed.receive_exactly(2), b"bc"),
+            (lambda: framed.receive_until(re.compile(rb"\n")), b"defgh"),
+            (lambda: framed.receive_some(1), b"r"),
+        ]
+        for call, expected in calls:
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await call()
+                pytest.fail("a cancelled receive call returned")
+            assert await call() == expected  # the cancelled call took nothing
         with trio.testing.assert_checkpoints():
             assert await framed.receive_exactly(0) == b""
 
@@ -678,36 +685,37 @@ async def test_receive_frames_has_one_schedule_point_for_all_buffered_frames() -
         source = ChunkStream([data + b"partial"])
         framed = FramedStream(source)
         assert await framed.receive_until(b"\n") == b"line 0"  # everything is buffered now
-        with counting_steps() as counter, trio.testing.assert_checkpoints():
+        with counting_steps() as counter:
             frames = await framed.receive_frames(b"\n")
         assert len(frames) == 499
-        assert counter.steps == 1  # not one per frame
+        assert counter.steps <= 1  # not one per frame
         with counting_steps() as counter, pytest.raises(IncompleteFrameError):
             await framed.receive_frames(b"\n")  # it has to read (EOF): the read checkpoints
         assert counter.steps == 1
         assert source.reads == 1
 
 
-async def test_frames_checkpoints_once_per_64_buffered_frames() -> None:
+async def test_frames_has_a_schedule_point_per_read_and_per_64_buffered_frames() -> None:
     n = _FRAMES_PER_CHECKPOINT  # 64
     with trio.fail_after(5):
         data = b"".join(b"%d\n" % i for i in range(3 * n + 8))
         framed = chunked([data])
         frames = framed.frames(b"\n")
-        with trio.testing.assert_checkpoints():
+        with counting_steps() as counter:
             assert await frames.__anext__() == b"0"  # reads
-        for i in range(1, n + 1):
-            with trio.testing.assert_no_checkpoints():
+        assert counter.steps == 1
+        with counting_steps() as counter:
+            for i in range(1, n):
                 assert await frames.__anext__() == b"%d" % i
-        with trio.testing.assert_checkpoints():
-            assert await frames.__anext__() == b"%d" % (n + 1)
-        with trio.testing.assert_no_checkpoints():
-            assert await frames.__anext__() == b"%d" % (n + 2)
+        assert counter.steps == 0  # served from the buffer
+        with counting_steps() as counter:
+            assert await frames.__anext__() == b"%d" % n
+        assert counter.steps == 1  # the 64th in a row
 
         framed = chunked([data])
         with counting_steps() as counter:
             assert len([frame async for frame in framed.frames(b"\n")]) == 3 * n + 8
-        # The read, one schedule point after each n frames handed over at once, the EOF read.
+        # The read, one schedule point after each n frames served from the buffer, the EOF read.
         assert counter.steps == 1 + 3 + 1
 
 
@@ -720,7 +728,7 @@ async def test_frames_lets_other_tasks_run_and_can_be_cancelled_in_a_fast_loop()
                 seen += 1
                 if seen == 10:
                     scope.cancel()
-        assert 10 < seen <= 10 + _FRAMES_PER_CHECKPOINT  # until the next checkpoint
+        assert seen == 10  # every step is a cancel point
         assert await framed.receive_frames(b"\n") == [b"x"] * (1000 - seen)  # none lost
 
         ticks = 0

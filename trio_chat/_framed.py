@@ -27,10 +27,8 @@ import trio
 from ._buffer import (
     DEFAULT_MAX_FRAME_SIZE,
     END_OF_INPUT,
-    NEED_DATA,
     Terminator,
     TerminatorBuffer,
-    TerminatorFound,
 )
 from ._exceptions import FrameTooLongError, IncompleteFrameError
 
@@ -47,12 +45,12 @@ Delimiter: TypeAlias = "bytes | tuple[bytes, ...] | re.Pattern[bytes]"
 #: bounds what a ``FramedStream`` holds: about ``max_bytes + DEFAULT_RECEIVE_SIZE``.
 DEFAULT_RECEIVE_SIZE: Final = 65536
 
-# Frames that FramedStream.frames() hands over from the buffer between two checkpoints: the
-# fairness trade-off AsyncChat's receive loop makes too (_chat.py). One 64 KiB read holds ~2,000
-# short lines. A checkpoint per line costs a scheduler pass each (~3.5 us, most of the time per
-# line); none until the buffer is empty would let a fast peer starve every other task. One per
-# 64 frames costs ~55 ns per frame (a tenth of frames()' own ~0.6 us per frame), and other tasks
-# wait at most 64 loop bodies for their turn.
+# Calls served from the buffer between two schedule points. Every call is a cancel point, and
+# every read of the wrapped stream a full checkpoint (trio's streams checkpoint per read); a
+# schedule point per frame as well would cost a scheduler pass each, most of the time per short
+# frame (the performance page has the figures). None until the buffer is empty would let one
+# 64 KiB read of 2-byte frames keep every other task waiting; one per 64 calls bounds that wait
+# to 64 loop bodies (AsyncChat's receive loop makes the same trade-off).
 _FRAMES_PER_CHECKPOINT: Final = 64
 
 
@@ -185,6 +183,7 @@ class FramedStream(trio.abc.Stream):
         self._key: tuple[object, ...] | None = None  # the request the buffer is set up for
         self._wanted: object = None  # the terminator of that request, for IncompleteFrameError
         self._last_delimiter: bytes | None = None
+        self._unscheduled = 0  # calls served from the buffer since the last schedule point
         self._closed = False
         self._receive_guard = _ConflictDetector(
             "another task is already receiving from this FramedStream"
@@ -349,10 +348,9 @@ class FramedStream(trio.abc.Stream):
         The iteration ends when the input ends between frames; an incomplete last frame raises
         :class:`~trio_chat.IncompleteFrameError`.
 
-        A frame that is already complete in the buffer is handed over without a checkpoint;
-        the loop checkpoints (lets other tasks run, and can be cancelled) whenever it has to
-        read, and after 64 frames in a row without one (:class:`~trio_chat.AsyncChat` makes the
-        same trade-off).
+        Each step is a :meth:`receive_until`, so it checkpoints as that does: every step can be
+        cancelled, and it lets other tasks run whenever it reads and after 64 frames in a row
+        served from the buffer (:class:`~trio_chat.AsyncChat` makes the same trade-off).
         Leaving the loop early (``break``) loses nothing: the frames not handed over yet stay
         in the stream's buffer for the next receive call.
         """
@@ -380,15 +378,7 @@ class FramedStream(trio.abc.Stream):
             buf = self._buffer
             if buf.buffered or buf.eof:
                 await trio.lowlevel.checkpoint_if_cancelled()
-                self._key = None
-                buf.set_terminator(max_bytes)  # None: everything buffered; n: at most n bytes
-                event = buf.next_event()
-                if event.__class__ is not bytes:
-                    data = b""
-                else:
-                    data = event
-                    if len(data) == max_bytes:
-                        buf.next_event()  # the count was satisfied: consume its TerminatorFound
+                data = buf.take(max_bytes)  # b"" at EOF
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
             received = await self._stream.receive_some(max_bytes)
@@ -430,57 +420,27 @@ class FramedStream(trio.abc.Stream):
 
     def _rewind(self) -> None:
         """Put the pieces of an abandoned frame back in front of the unread bytes."""
-        old = self._buffer
-        data = b"".join(self._pieces) + old.clear()
+        self._buffer.unread(b"".join(self._pieces))
         self._pieces.clear()
-        self._buffer = TerminatorBuffer(None, max_frame_size=old.max_frame_size)
-        if data:
-            self._buffer.feed(data)
-        if old.eof:
-            self._buffer.feed_eof()
         self._key = None
 
     def _next_frame(self) -> bytes | None:
         """Take the next complete frame from the buffer, or None if more input is needed."""
-        buf = self._buffer
-        pieces = self._pieces
-        while True:
-            try:
-                event = buf.next_event()
-            except FrameTooLongError:
-                self._rewind()  # every byte stays readable
-                raise
-            if event.__class__ is bytes:
-                pieces.append(event)
-            elif event is NEED_DATA:
-                return None
-            elif event is END_OF_INPUT:
-                self._key = None
-                if pieces:
-                    partial = b"".join(pieces)
-                    pieces.clear()
-                    raise IncompleteFrameError(partial, self._wanted)
-                raise trio.EndOfChannel("the input ended (between frames)")
-            else:
-                frame = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                pieces.clear()
-                terminator = cast(TerminatorFound, event).terminator
-                if terminator.__class__ is bytes:
-                    self._last_delimiter = terminator
-                return frame
+        frames = self._next_frames(1)
+        return frames[0] if frames else None
 
     def _next_frames(self, max_frames: int | None) -> list[bytes]:
         """Take the complete frames from the buffer: none means more input is needed."""
         pieces = self._pieces
+        frames: list[bytes] = []
         try:
-            frames, last = self._buffer.next_frames(pieces, max_frames)
+            last = self._buffer.take_frames(frames, pieces, max_frames)
         except FrameTooLongError:
             self._rewind()  # every byte stays readable
             raise
         if frames:
-            terminator = cast(TerminatorFound, last).terminator
-            if terminator.__class__ is bytes:
-                self._last_delimiter = terminator
+            if last.__class__ is bytes:
+                self._last_delimiter = last
         elif last is END_OF_INPUT:
             self._key = None
             if pieces:
@@ -491,23 +451,30 @@ class FramedStream(trio.abc.Stream):
         return frames
 
     async def _receive(self, take: Callable[[], _T | None]) -> _T:
-        """Read until ``take()`` returns something (a frame, or a list of frames)."""
-        # trio's pattern for "maybe ready at once": a cancel point first, then either a real
-        # wait in the wrapped stream, or a schedule point that cannot be cancelled (so a frame
-        # already taken from the buffer is never lost to a cancellation).
+        """Read until ``take()`` returns something (a frame, or a list of frames).
+
+        Checkpoints as trio's streams do: every call is a cancel point, every read of the wrapped
+        stream a full checkpoint, and a call served from the buffer a schedule point only once
+        per ``_FRAMES_PER_CHECKPOINT`` such calls. A cancelled call has taken nothing.
+        """
         await trio.lowlevel.checkpoint_if_cancelled()
-        waited = False
-        try:
-            self._check_open()
-            while (taken := take()) is None:
-                waited = True  # the wrapped stream's receive_some checkpoints, even on errors
+        self._check_open()
+        taken = take()
+        if taken is None:
+            self._unscheduled = 0
+            while taken is None:
+                # The wrapped stream's receive_some checkpoints, even on errors.
                 data = await self._stream.receive_some(self._receive_size)
                 if data:
                     self._buffer.feed(data)
                 else:
                     self._buffer.feed_eof()
-        finally:
-            if not waited:
+                taken = take()
+        else:
+            self._unscheduled += 1
+            if self._unscheduled >= _FRAMES_PER_CHECKPOINT:
+                self._unscheduled = 0
+                # Cannot be cancelled: the frame is already taken from the buffer.
                 await trio.lowlevel.cancel_shielded_checkpoint()
         return taken
 
@@ -524,52 +491,21 @@ class HalfCloseableFramedStream(FramedStream, trio.abc.HalfCloseableStream):
 
 class _Frames:
     """The async iterator of :meth:`FramedStream.frames` (a class, not an async generator, so
-    there is nothing to finalise when a loop is left early).
+    there is nothing to finalise when a loop is left early). Each step is one
+    :meth:`FramedStream.receive_until`: a loop left early leaves the rest with the stream."""
 
-    It takes one frame at a time from the stream's buffer, never a batch into a list of its
-    own: a loop left early must leave the frames it did not hand over with the stream.
-    """
-
-    __slots__ = ("_delimiter", "_key", "_max_bytes", "_since_checkpoint", "_stream")
+    __slots__ = ("_delimiter", "_max_bytes", "_stream")
 
     def __init__(self, stream: FramedStream, delimiter: Delimiter, max_bytes: int | None) -> None:
         self._stream = stream
         self._delimiter = delimiter
         self._max_bytes = max_bytes
-        self._since_checkpoint = 0  # frames handed over without a checkpoint
-        # The stream's request key after this iterator's last receive_until(): while the stream
-        # still holds that very object, no other request (or max_bytes change) came between.
-        self._key: object = object()  # nothing yet: matches no key
 
     def __aiter__(self) -> _Frames:
         return self
 
     async def __anext__(self) -> bytes:
-        stream = self._stream
-        # Fairness: a complete buffered frame is handed over at once, without a checkpoint,
-        # but at most 64 in a row (_FRAMES_PER_CHECKPOINT); then receive_until() checkpoints,
-        # as it does whenever it has to read.
-        if (
-            self._since_checkpoint < _FRAMES_PER_CHECKPOINT
-            and stream._key is self._key
-            and not stream._closed
-        ):
-            guard = stream._receive_guard
-            if guard._held:  # what ``with guard:`` would raise (nothing here switches tasks)
-                raise trio.BusyResourceError(guard._message)
-            try:
-                frames, last = stream._buffer.next_frames(stream._pieces, 1)
-            except FrameTooLongError:
-                frames = []  # receive_until() raises it again, and puts the bytes back
-            if frames:
-                self._since_checkpoint += 1
-                if type(last) is TerminatorFound and type(last.terminator) is bytes:
-                    stream._last_delimiter = last.terminator
-                return frames[0]
-        self._since_checkpoint = 0
         try:
-            frame = await stream.receive_until(self._delimiter, max_bytes=self._max_bytes)
+            return await self._stream.receive_until(self._delimiter, max_bytes=self._max_bytes)
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
-        self._key = stream._key
-        return frame
