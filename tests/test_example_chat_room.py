@@ -1,4 +1,4 @@
-"""examples/chat_room.py: joining, talking, renaming, leaving, limits and shutdown."""
+"""trio_chat/demos/chat_room.py: joining, talking, renaming, leaving, limits and shutdown."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
-import chat_room
 import pytest
 import trio
 import trio.lowlevel
@@ -16,7 +15,9 @@ import trio.testing
 from server_process import ServerProcess
 from serving_helpers import HOST, LineReader, connect
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "chat_room.py"
+from trio_chat.demos import chat_room
+
+EXAMPLE = Path(__file__).parent.parent / "trio_chat" / "demos" / "chat_room.py"
 TIMEOUT = 10  # seconds (virtual ones under autojump_clock), for a whole test
 
 
