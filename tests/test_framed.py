@@ -112,7 +112,7 @@ def test_half_closeable_only_when_the_wrapped_stream_is() -> None:
     assert not isinstance(framed, trio.abc.HalfCloseableStream)
     assert not hasattr(framed, "send_eof")
     with pytest.raises(TypeError, match=r"wraps a trio\.abc\.Stream, not 'bytes'"):
-        FramedStream(b"")  # type: ignore[arg-type]
+        FramedStream(b"")  # type: ignore[call-overload]
 
 
 # ------------------------------------------------------------------ framing

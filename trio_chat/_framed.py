@@ -38,7 +38,8 @@ __all__ = ["DEFAULT_RECEIVE_SIZE", "Delimiter", "FramedStream", "HalfCloseableFr
 
 #: What :meth:`FramedStream.receive_until` accepts: bytes, a tuple of bytes (any of them), or a
 #: compiled bytes regular expression; see :class:`~trio_chat.TerminatorBuffer` for the rules.
-Delimiter: TypeAlias = "bytes | tuple[bytes, ...] | re.Pattern[bytes]"
+# Not a string: user code annotated with it must work with typing.get_type_hints().
+Delimiter: TypeAlias = bytes | tuple[bytes, ...] | re.Pattern[bytes]
 
 #: The most bytes one read of the wrapped stream asks for: 64 KiB, trio's own default for
 #: ``SocketStream.receive_some`` and asynchat's ``ac_in_buffer_size``. With ``max_bytes`` it
@@ -165,6 +166,22 @@ class FramedStream(trio.abc.Stream):
         if cls is FramedStream and isinstance(stream, trio.abc.HalfCloseableStream):
             cls = HalfCloseableFramedStream
         return super().__new__(cls)
+
+    # The same overloads for __init__: mypy ignores __new__'s when __init__ is defined, and
+    # would type FramedStream(socket_stream) as a FramedStream without send_eof().
+    @overload
+    def __init__(  # type: ignore[misc]  # self is the subclass __new__ picked, on purpose
+        self: HalfCloseableFramedStream,
+        stream: trio.abc.HalfCloseableStream,
+        *,
+        max_bytes: int | None = ...,
+        receive_size: int = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self, stream: trio.abc.Stream, *, max_bytes: int | None = ..., receive_size: int = ...
+    ) -> None: ...
 
     def __init__(
         self,
