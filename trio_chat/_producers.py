@@ -20,10 +20,11 @@ class Producer(Protocol):
 
 
 #: The bytes-like objects ``push`` accepts.
-BytesLike: TypeAlias = "bytes | bytearray | memoryview"
+# Runtime aliases, not strings: user code annotated with them must work with get_type_hints().
+BytesLike: TypeAlias = bytes | bytearray | memoryview
 
 #: Everything ``push_with_producer`` accepts.
-ProducerLike: TypeAlias = "Producer | BytesLike | Iterable[BytesLike] | AsyncIterable[BytesLike]"
+ProducerLike: TypeAlias = Producer | BytesLike | Iterable[BytesLike] | AsyncIterable[BytesLike]
 
 
 class simple_producer:  # noqa: N801 - asynchat's name, kept for drop-in parity

@@ -48,7 +48,8 @@ __all__ = ["Peer", "Target", "byte_by_byte", "every_split", "exchange", "open_pe
 
 #: What :func:`open_peer` runs: an ``AsyncChat`` (``await handler.run(stream)``) or an async
 #: function that takes the stream (``await target(stream)``; the stream is closed after it).
-Target: TypeAlias = "AsyncChat | Callable[[trio.abc.Stream], Awaitable[object]]"
+# A runtime alias, not a string: user code annotated with it must work with get_type_hints().
+Target: TypeAlias = AsyncChat | Callable[[trio.abc.Stream], Awaitable[object]]
 
 
 class Peer(HalfCloseableFramedStream):
