@@ -8,6 +8,11 @@ stderr) if the server's answers or its end-of-input report do not match what was
 Bounds: every workload sends a fixed count, and every socket has kernel-level send and receive
 timeouts (``SO_SNDTIMEO``/``SO_RCVTIMEO``, which cost nothing per call, unlike Python's
 ``settimeout``); the orchestrator also kills a load generator that outlives its own timeout.
+
+``--workload smtp`` is the SMTP workload's client: ``smtplib`` sends ``--count`` messages of
+``--body-size`` bytes on one connection, checking the server's account of every message (its
+length and CRC-32), and the result also holds the server's CPU time per message
+(``cpu_us``, from ``/proc/<server-pid>/stat``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import selectors
+import smtplib
 import socket
 import struct
 import sys
@@ -22,6 +28,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
+from checks import CheckFailedError, make_body, send_message, smtp_expected
 from suite_common import (
     ECHO_LINE,
     ECHO_LINE_SIZE,
@@ -31,6 +38,7 @@ from suite_common import (
     MODES,
     UNITS,
     WORKLOADS,
+    cpu_seconds,
     pin_to_cpu,
     raise_nofile_limit,
 )
@@ -238,10 +246,30 @@ def idle(
     return per_connection, {"rss_before_kib": before, "rss_after_kib": after, "elapsed": elapsed}
 
 
+def smtp(
+    port: int, body_size: int, count: int, server_pid: int, timeout: float
+) -> tuple[float, dict[str, Any]]:
+    """SMTP: *count* messages of *body_size* bytes through smtplib, after one untimed message."""
+    body = make_body(body_size)
+    expected = smtp_expected(body)
+    with smtplib.SMTP(HOST, port, timeout=timeout) as client:
+        client.ehlo("loadgen.invalid")
+        send_message(client, body, expected)
+        cpu0 = cpu_seconds(server_pid)
+        t0 = time.perf_counter()
+        for _ in range(count):
+            send_message(client, body, expected)
+        elapsed = time.perf_counter() - t0
+        cpu = cpu_seconds(server_pid) - cpu0
+        client.quit()
+    return count / elapsed, {"elapsed": elapsed, "cpu_us": cpu / count * 1e6, "count": count}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--workload", choices=WORKLOADS, required=True)
+    parser.add_argument("--workload", choices=(*WORKLOADS, "smtp"), required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--body-size", type=int, default=1024, help="for smtp: bytes per message")
     parser.add_argument("--count", type=int, required=True, help="lines, messages, round trips")
     parser.add_argument("--connections", type=int, default=1, help="for W5 and W6")
     parser.add_argument("--server-pid", type=int, default=0, help="for W6: whose VmRSS to read")
@@ -253,6 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     w = args.workload
     extra: dict[str, Any] = {}
     try:
+        if w == "smtp":
+            value, extra = smtp(
+                args.port, args.body_size, args.count, args.server_pid, args.timeout
+            )
+            print(json.dumps({"workload": w, "value": value, "unit": "msg/s", **extra}))
+            return 0
         if MODES[w] in ("sink", "lines"):
             elapsed = stream_lines(
                 args.port, LINE_SIZES[w], args.count, args.timeout, sink=MODES[w] == "sink"
@@ -270,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             value, extra = idle(args.port, args.connections, args.server_pid, args.timeout)
             elapsed = extra.pop("elapsed")
-    except (MismatchError, OSError) as exc:
+    except (MismatchError, CheckFailedError, smtplib.SMTPException, OSError) as exc:
         print(f"loadgen {w}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     result = {"workload": w, "value": value, "unit": UNITS[w], "elapsed": elapsed, **extra}

@@ -8,7 +8,16 @@ import socket
 import warnings
 from typing import Any, Final
 
-from asynchat_hooks import ChatHooks, EchoHooks, LineHooks, MessageHooks, SinkHooks
+from asynchat_hooks import (
+    ChatHooks,
+    EchoHooks,
+    HttpHooks,
+    LineHooks,
+    MessageHooks,
+    RespHooks,
+    SinkHooks,
+    SmtpHooks,
+)
 from suite_common import BACKLOG, HOST, announce, server_args, skip
 
 with warnings.catch_warnings():
@@ -64,16 +73,43 @@ class EchoChat(EchoHooks, Chat):
     pass
 
 
-CHATS: Final[dict[str, type[Chat]]] = {
+class ProtocolChat(ChatHooks, _AsyncChat):  # type: ignore[misc]
+    """A protocol handler: closes at EOF (asyncore's handle_close)."""
+
+    def __init__(self, sock: socket.socket, channels: dict[int, Any]) -> None:
+        # asynchat sends each push() at once, so pipelined requests get one small write per
+        # reply; without TCP_NODELAY (which trio and asyncio set by default) Nagle's algorithm
+        # holds the second one back until the client's delayed ACK: about 40 ms per batch.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().__init__(sock, map=channels)
+        self.setup()
+
+
+class RespChat(RespHooks, ProtocolChat):
+    pass
+
+
+class HttpChat(HttpHooks, ProtocolChat):
+    pass
+
+
+class SmtpChat(SmtpHooks, ProtocolChat):
+    pass
+
+
+CHATS: Final[dict[str, type[Any]]] = {
     "sink": SinkChat,
     "lines": LineChat,
     "framed": MessageChat,
     "echo": EchoChat,
+    "resp": RespChat,
+    "http": HttpChat,
+    "smtp": SmtpChat,
 }
 
 
 class Server(_Dispatcher):  # type: ignore[misc]
-    def __init__(self, chat: type[Chat], channels: dict[int, Any]) -> None:
+    def __init__(self, chat: type[Any], channels: dict[int, Any]) -> None:
         super().__init__(map=channels)
         self.chat = chat
         self.channels = channels

@@ -18,12 +18,36 @@ from functools import partial
 from typing import Any, Final
 
 import trio
+from protocols import (
+    GREETING,
+    MAX_COMMAND,
+    MAX_HEAD,
+    MAX_INLINE,
+    MAX_MESSAGE,
+    HttpError,
+    RespError,
+    RespStore,
+    SmtpSession,
+    array_length,
+    bulk_length,
+    bulk_payload,
+    parse_head,
+    respond,
+)
 from suite_common import BACKLOG, HOST, MAX_LINE, READ_SIZE, announce, report, server_args, skip
 
 import trio_chat
 
 # Any: looked up at run time so this file type-checks before FramedStream exists.
 FramedStream: Any = getattr(trio_chat, "FramedStream", None)
+# A peer that ends its input in the middle of a frame, or sends a line that is too long: the
+# connection ends (the protocol workloads' clients never do either, but the checks try).
+PEER_ERRORS: Final[tuple[type[Exception], ...]] = tuple(
+    getattr(trio_chat, name)
+    for name in ("IncompleteFrameError", "FrameTooLongError")
+    if hasattr(trio_chat, name)
+)
+QUIET_ENDS: Final[tuple[type[Exception], ...]] = (trio.BrokenResourceError, *PEER_ERRORS)
 
 
 async def sink(stream: Any) -> tuple[int, int]:
@@ -84,12 +108,88 @@ async def messages(stream: Any) -> tuple[int, int]:
         return frames, total
 
 
-HANDLERS: Final[dict[str, Callable[[Any], Awaitable[tuple[int, int]]]]] = {
+STORE: Final = RespStore()
+
+
+async def resp(stream: Any) -> None:
+    receive_until = stream.receive_until
+    receive_exactly = stream.receive_exactly
+    execute = STORE.execute
+    replies: list[bytes] = []
+    try:
+        while True:
+            line = await receive_until(b"\r\n", max_bytes=MAX_INLINE)
+            if line[:1] == b"*":
+                args = []
+                for _ in range(array_length(line)):
+                    header = await receive_until(b"\r\n", max_bytes=MAX_INLINE)
+                    args.append(bulk_payload(await receive_exactly(bulk_length(header) + 2)))
+                if not args:
+                    continue
+            else:
+                args = line.split()
+                if not args:
+                    continue
+            replies.append(execute(args))
+            if not stream.buffered:
+                await stream.send_all(b"".join(replies))
+                replies.clear()
+    except RespError as exc:
+        replies.append(exc.reply)
+        await stream.send_all(b"".join(replies))
+    except trio.EndOfChannel:
+        pass
+
+
+async def http(stream: Any) -> None:
+    receive_until = stream.receive_until
+    replies: list[bytes] = []
+    try:
+        while True:
+            try:
+                request = parse_head(await receive_until(b"\r\n\r\n", max_bytes=MAX_HEAD))
+            except HttpError as exc:
+                replies.append(exc.response)
+                break
+            body = await stream.receive_exactly(request.content_length)
+            replies.append(respond(request, body))
+            if not request.keep_alive:
+                break
+            if not stream.buffered:
+                await stream.send_all(b"".join(replies))
+                replies.clear()
+    except trio.EndOfChannel:
+        pass
+    if replies:
+        await stream.send_all(b"".join(replies))
+
+
+async def smtp(stream: Any) -> None:
+    receive_until = stream.receive_until
+    session = SmtpSession()
+    await stream.send_all(GREETING)
+    try:
+        while not session.closing:
+            reply = session.command(await receive_until(b"\r\n", max_bytes=MAX_COMMAND))
+            if session.in_data:
+                await stream.send_all(reply)
+                frame = await receive_until(b"\r\n.\r\n", max_bytes=MAX_MESSAGE)
+                reply = session.message(frame)
+            await stream.send_all(reply)
+    except trio.EndOfChannel:
+        pass
+
+
+Handler = Callable[[Any], Awaitable[tuple[int, int] | None]]
+HANDLERS: Final[dict[str, Handler]] = {
     "sink": sink,
     # receive_frames() is newer than FramedStream: an older trio_chat reads line by line.
     "lines": lines if hasattr(FramedStream, "receive_frames") else lines_one_by_one,
     "framed": messages,
     "echo": echo,
+    "resp": resp,
+    "http": http,
+    "smtp": smtp,
 }
 
 
@@ -99,10 +199,11 @@ async def serve(mode: str) -> None:
     async def handle(raw: trio.SocketStream) -> None:
         stream = FramedStream(raw)
         try:
-            frames, total = await handler(stream)
-            await stream.send_all(report(frames, total))
-        except trio.BrokenResourceError:
-            pass  # the load generator closed first (W6)
+            counts = await handler(stream)
+            if counts is not None:
+                await stream.send_all(report(*counts))
+        except QUIET_ENDS:
+            pass  # the load generator closed first (W6), or a client broke the protocol
         finally:
             await trio.aclose_forcefully(stream)
 

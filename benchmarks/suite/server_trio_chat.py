@@ -1,5 +1,12 @@
 """trio_chat ``AsyncChat`` with the asynchat-style handler (``asynchat_hooks.py``), served by its
-``serve_tcp``."""
+``serve_tcp``.
+
+For the protocol workloads the handlers are ``RespHooks``, ``HttpHooks`` and ``SmtpHooks``:
+this file is also the RESP server to re-measure after a change in the core, on its own::
+
+    python benchmarks/suite/server_trio_chat.py --workload resp   # prints PORT <n>
+    redis-benchmark -p <n> -t set,get -P 16 -q
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,16 @@ from functools import partial
 from typing import Any, Final
 
 import trio
-from asynchat_hooks import ChatHooks, EchoHooks, LineHooks, MessageHooks, SinkHooks
+from asynchat_hooks import (
+    ChatHooks,
+    EchoHooks,
+    HttpHooks,
+    LineHooks,
+    MessageHooks,
+    RespHooks,
+    SinkHooks,
+    SmtpHooks,
+)
 from suite_common import BACKLOG, HOST, announce, server_args
 
 from trio_chat import AsyncChat, serve_tcp
@@ -43,11 +59,34 @@ class EchoChat(EchoHooks, Chat):
     pass
 
 
-CHATS: Final[dict[str, type[Chat]]] = {
+class ProtocolChat(ChatHooks, AsyncChat):
+    """A protocol handler: AsyncChat's own handle_close (flush, then close) at EOF."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        super().__init__(stream)
+        self.setup()
+
+
+class RespChat(RespHooks, ProtocolChat):
+    pass
+
+
+class HttpChat(HttpHooks, ProtocolChat):
+    pass
+
+
+class SmtpChat(SmtpHooks, ProtocolChat):
+    pass
+
+
+CHATS: Final[dict[str, type[AsyncChat]]] = {
     "sink": SinkChat,
     "lines": LineChat,
     "framed": MessageChat,
     "echo": EchoChat,
+    "resp": RespChat,
+    "http": HttpChat,
+    "smtp": SmtpChat,
 }
 
 

@@ -15,6 +15,10 @@ When its input ends (EOF), every server answers with one report line,
 ``b"%d %d\\n" % (frames, payload_bytes)``, and closes: frames are lines or messages (for the sink:
 reads, not checked), payload bytes exclude terminators and headers. The load generator checks the
 report against what it sent, so a server that drops or merges frames fails the run.
+
+The protocol workloads (``PROTOCOL_WORKLOADS``: RESP, HTTP/1.1, SMTP) are real protocols, whose
+rules live in ``protocols.py``; real clients drive them (``redis-benchmark``, ``ab``,
+``smtplib``), and ``checks.py`` verifies each server before it is timed.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import sys
 from typing import Final, NoReturn
 
 WORKLOADS: Final = ("W0", "W1", "W2", "W3", "W4", "W5", "W6")
+#: Real protocols driven by real clients; each server runs one of these as its mode.
+PROTOCOL_WORKLOADS: Final = ("resp", "http", "smtp")
 
 #: What each workload measures, for tables and help texts.
 TITLES: Final = {
@@ -59,6 +65,9 @@ MODES: Final = {
     "W4": "echo",
     "W5": "echo",
     "W6": "echo",
+    "resp": "resp",
+    "http": "http",
+    "smtp": "smtp",
 }
 
 LINE_SIZES: Final = {"W0": 32, "W1": 32, "W2": 1024}
@@ -95,6 +104,18 @@ def pin_to_cpu(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) that process *pid* has used so far.
+
+    From ``/proc/<pid>/stat`` (fields 14 and 15, in clock ticks: 10 ms on most kernels, so a
+    figure is only as good as the run is long).
+    """
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        # The command name (field 2) may hold spaces: count the fields after its ")".
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def raise_nofile_limit(wanted: int = NOFILE_WANTED) -> None:
     """Raise the soft RLIMIT_NOFILE to *wanted* (or the hard limit, if that is lower)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -116,7 +137,7 @@ class ServerArgs(argparse.Namespace):
 def server_args(description: str, *, uvloop_flag: bool = False) -> ServerArgs:
     """Parse a server's command line, pin it to its CPU and raise its file limit."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--workload", choices=WORKLOADS, required=True)
+    parser.add_argument("--workload", choices=WORKLOADS + PROTOCOL_WORKLOADS, required=True)
     parser.add_argument("--cpu", type=int, default=-1, help="CPU to pin to (-1: none)")
     if uvloop_flag:
         parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
