@@ -1,0 +1,540 @@
+"""The machinery behind one ``AsyncChat``: its life, its two loops, and how it ends.
+
+Task layout of one connection (``await handler.run()``)::
+
+    run()                       one nursery, cancelled by close()
+    ├── receive loop            receive_some -> TerminatorBuffer -> hooks (in this task)
+    └── send loop               output queue of bytes / producers / markers -> stream.send_all
+                                (started the first time it is needed)
+
+``push()`` and friends never block: they append to the output queue (``_output.py``) and count
+its bytes. After every hook the receive loop checks that count against ``out_high_water`` and
+stops reading until it falls to half of it: that bounds what one read can queue to
+``out_high_water`` plus one hook's reply.
+
+One writer at a time (``Output.writing``). While its hooks run, the receive loop owns the right
+to write, and right after them it writes their replies itself: a request-reply round trip then
+costs one task, as in a hand-written trio handler, instead of a wake-up and a scheduler pass
+for a second one. Everything else goes through the send loop: pushes from other tasks,
+producers (which may wait on anything, and must not stop the reading), markers, and whatever
+is left when the receive loop moves on. It is started lazily, so an idle connection costs one
+task, and it parks on a ``ParkingLot`` between bursts. The queue is a ``collections.deque``
+rather than a trio memory channel: nothing ever waits on the queue itself (the send loop parks
+on its own lot, so ``discard_buffers()`` can drop every item at once), and a channel would add
+its state to every idle connection (``docs/design.rst`` has the figures).
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import logging
+import math
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from ._buffer import END_OF_INPUT, NEED_DATA, TerminatorBuffer
+from ._output import CLOSE, Output, TLSSwitch
+from ._util import peer_name
+
+if TYPE_CHECKING:
+    from ._chat import AsyncChat
+
+__all__ = ["CONNECTION_LOST_TIMEOUT", "Connection", "Phase"]
+
+logger: Final = logging.getLogger("trio_chat")
+
+# Frames dispatched from one read between two checkpoints. A single 64 KiB read can hold ~2,000
+# short frames. A checkpoint is a pass through trio's scheduler, several times the cost of a
+# short frame with asynchat-style hooks: every 256 frames it is a few percent of the time
+# (benchmark W1), and other connections wait at most 256 hooks' worth for their turn.
+_FRAMES_PER_CHECKPOINT: Final = 256
+
+# How long closing politely may take once everything queued was written (close_when_done()):
+# a TLS stream sends close_notify then, so the peer can tell a finished reply from a truncation
+# attack; a peer that doesn't read can stall that write. Two seconds: longer than a loopback or
+# LAN round trip by far, short enough that a server shutting down is not held up.
+_GRACEFUL_CLOSE_TIMEOUT: Final = 2.0
+
+# How long the replies pushed before a hook raised may take to write when no idle_timeout is
+# set: the same two seconds, for the same reasons; the error propagates after it either way.
+_ERROR_FLUSH_TIMEOUT: Final = 2.0
+
+#: How long an ``async def connection_lost`` may run (shielded from cancellation) before it is
+#: cancelled: it runs while a server may be shutting down, so it must not hold it up for long.
+CONNECTION_LOST_TIMEOUT: Final = 5.0
+
+
+class Phase(enum.Enum):
+    """Where a connection is in its life. It only moves forward::
+
+    NEW -> OPEN -> CLOSING -> FLUSHED -> DONE
+    (any phase but DONE) -> CLOSED -> DONE;  NEW -> CLOSING before run()
+    """
+
+    NEW = "new"  # run() has not started; pushes wait in the queue
+    OPEN = "open"  # reading and writing
+    CLOSING = "closing"  # close_when_done() or a hook's error: no more input, flushing output
+    FLUSHED = "flushed"  # the close marker was written: the stream is closed politely
+    CLOSED = "closed"  # close(), a reset or a timeout: the stream is closed at once
+    DONE = "done"  # run() returned
+
+
+class _StalledError(Exception):
+    """A write made no progress for ``idle_timeout`` seconds."""
+
+
+class Connection:
+    """The state and the loops of one :class:`~trio_chat.AsyncChat`, kept apart from it so a
+    subclass may use any attribute name.
+
+    Invariants:
+
+    * ``receive_task`` is the task running ``run()``, and ``nursery`` its nursery, exactly
+      while it runs; the send loop exists only inside that nursery (``lot`` is its parking lot
+      once it started).
+    * ``phase`` only moves forward (see :class:`Phase`); pushes are accepted in NEW and OPEN.
+    * A CLOSE marker is in the queue from ``close_when_done()`` (phase CLOSING) until the writer
+      reaches it (phase FLUSHED).
+    * ``error`` is what ``run()`` raises after closing (a hook's exception), ``reason`` what
+      ``connection_lost()`` receives (None for an orderly end); both are set once.
+    """
+
+    __slots__ = (
+        "buffer",
+        "error",
+        "handler",
+        "lot",
+        "nursery",
+        "out",
+        "phase",
+        "reason",
+        "receive_task",
+        "stream",
+    )
+
+    def __init__(self, handler: AsyncChat, stream: trio.abc.Stream | None) -> None:
+        self.handler = handler
+        self.stream = stream
+        self.buffer = TerminatorBuffer(None, max_frame_size=handler.max_frame_size)
+        self.out = Output()
+        self.phase = Phase.NEW
+        self.receive_task: trio.lowlevel.Task | None = None
+        self.nursery: trio.Nursery | None = None
+        self.lot: trio.lowlevel.ParkingLot | None = None
+        self.error: Exception | None = None
+        self.reason: BaseException | None = None
+
+    # ------------------------------------------------------------ controls (sync)
+
+    @property
+    def peer(self) -> str:
+        return peer_name(self.stream)
+
+    def check_open(self, what: str) -> None:
+        if self.phase is not Phase.OPEN and self.phase is not Phase.NEW:
+            raise trio.ClosedResourceError(f"{what}() on a connection that is closed or closing")
+
+    def push(self, data: bytes) -> None:
+        out = self.out
+        out.items.append(data)
+        out.queued += len(data)
+        handler = self.handler
+        if out.queued > handler.out_high_water:
+            # Backpressure after every hook: the receive loop's deliver() stops after this one.
+            self.buffer.interrupt()
+        limit = handler.max_queued_bytes
+        if (
+            limit is not None
+            and out.queued > limit
+            and self.receive_task is not None
+            and trio.lowlevel.current_task() is not self.receive_task
+        ):
+            logger.warning(
+                "closing connection to %s: %d bytes of output are waiting, more than "
+                "max_queued_bytes=%d (the peer reads too slowly)",
+                self.peer,
+                out.queued,
+                limit,
+            )
+            self.close(trio.TooSlowError(f"more than max_queued_bytes={limit} queued"))
+            return
+        if not out.writing and self.nursery is not None:
+            out.writing = True
+            self.wake_sender()
+
+    def enqueue(self, item: object) -> None:
+        """Queue a producer or a marker."""
+        self.out.items.append(item)
+        if self.nursery is not None and self.out.claim():
+            self.wake_sender()
+
+    def wake_sender(self) -> None:
+        """Hand the queue (and the right to write it) to the send loop, starting it once."""
+        if self.lot is None:
+            assert self.nursery is not None
+            self.lot = trio.lowlevel.ParkingLot()
+            # Named for what users know: the task tree shows the send loop of an AsyncChat.
+            self.nursery.start_soon(self._send_loop, name="trio_chat.AsyncChat._send_loop")
+        else:
+            self.lot.unpark()
+
+    def close_when_done(self) -> None:
+        if self.phase is not Phase.OPEN and self.phase is not Phase.NEW:
+            return
+        self.phase = Phase.CLOSING
+        self.buffer.interrupt()  # input after this is not processed
+        self.enqueue(CLOSE)
+
+    def close(self, reason: BaseException | None = None) -> None:
+        if self.phase is Phase.DONE or self.phase is Phase.CLOSED:
+            return
+        if self.reason is None:
+            self.reason = reason
+        self.phase = Phase.CLOSED
+        self.buffer.interrupt()
+        self.out.discard()
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
+
+    def discard_buffers(self) -> None:
+        self.buffer.clear()
+        self.out.discard()
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> None:
+        stream = self.stream
+        assert stream is not None
+        handler = self.handler
+        self.receive_task = trio.lowlevel.current_task()
+        if self.phase is Phase.NEW:
+            self.phase = Phase.OPEN
+        self.buffer.max_frame_size = handler.max_frame_size
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                if self.phase is Phase.CLOSED:  # close() before run(): only close the stream
+                    nursery.cancel_scope.cancel()
+                else:
+                    try:
+                        await self._receive_loop()
+                    except Exception as exc:
+                        self._fail(exc)
+        except BaseException as exc:  # cancelled from outside, KeyboardInterrupt, a bug
+            if self.reason is None:
+                self.reason = exc
+            raise
+        finally:
+            self.nursery = None
+            self.receive_task = None
+            graceful = self.phase is Phase.FLUSHED
+            self.phase = Phase.DONE
+            self.out.discard()
+            # self.stream: after start_tls() it is the TLS stream wrapping the original.
+            await _close_stream(self.stream, graceful=graceful)
+            await self._connection_lost()
+        if self.error is not None:
+            raise self.error
+
+    async def _connection_lost(self) -> None:
+        reason = self.error if self.error is not None else self.reason
+        try:
+            result = self.handler.connection_lost(reason)
+            if result is not None and inspect.isawaitable(result):
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + CONNECTION_LOST_TIMEOUT
+                    await result
+        except Exception:
+            if reason is None:
+                raise
+            # Not raised over the exception that ended the connection.
+            logger.exception("connection_lost() of the connection to %s failed", self.peer)
+
+    def _fail(self, exc: Exception) -> None:
+        """A hook raised: write what was pushed before it (bounded), then close and re-raise."""
+        # Kept and re-raised by run() after the stream is closed, so a hook's error reaches the
+        # caller as itself rather than wrapped in an ExceptionGroup.
+        if self.error is None:
+            self.error = exc
+        if self.phase is Phase.OPEN or self.phase is Phase.CLOSING:
+            if self.phase is Phase.OPEN:
+                self.phase = Phase.CLOSING
+                self.enqueue(CLOSE)
+            assert self.nursery is not None
+            timeout = self.handler.idle_timeout
+            bound = _ERROR_FLUSH_TIMEOUT if timeout is None else timeout
+            scope = self.nursery.cancel_scope
+            scope.deadline = min(scope.deadline, trio.current_time() + bound)
+        elif self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
+
+    def _finish(self) -> None:
+        """The close marker was reached: everything before it is written."""
+        self.out.items.popleft()
+        if self.phase is Phase.CLOSING:
+            self.phase = Phase.FLUSHED
+        assert self.nursery is not None
+        self.nursery.cancel_scope.cancel()
+
+    def _lost(self, exc: BaseException) -> None:
+        """Writing failed: the peer reset the connection, or the stream was closed under us."""
+        if isinstance(exc, trio.BrokenResourceError):
+            logger.debug("connection to %s reset by peer while sending: %r", self.peer, exc)
+            self.close(exc)
+        else:
+            self.close()
+
+    def _stalled(self) -> None:
+        timeout = self.handler.idle_timeout
+        logger.info(
+            "closing connection to %s: no input and a blocked write for %s seconds (idle_timeout)",
+            self.peer,
+            timeout,
+        )
+        self.close(trio.TooSlowError(f"a write made no progress for {timeout} seconds"))
+
+    # --------------------------------------------------------------- writing
+
+    async def send(self, data: Any) -> None:
+        """Write to the peer; ``idle_timeout`` bounds how long one write may stall."""
+        stream = self.stream  # read each time: start_tls() replaces it
+        assert stream is not None
+        timeout = self.handler.idle_timeout
+        if timeout is None:
+            await stream.send_all(data)
+            return
+        with trio.move_on_after(timeout) as scope:
+            await stream.send_all(data)
+        if scope.cancelled_caught:
+            raise _StalledError
+
+    async def _write_own(self) -> bool:
+        """Write what the receive loop's hooks queued, then give up the right to write.
+
+        Called by the receive loop when it owns that right. Producers and markers are left to
+        the send loop (but for the close marker, reached here too). Returns whether it wrote
+        (which checkpointed).
+        """
+        out = self.out
+        try:
+            wrote = bool(out.items)
+            head = await out.write_queued(self.send, self.handler.ac_out_buffer_size)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._lost(exc)
+            return True
+        except _StalledError:
+            self._stalled()
+            return True
+        if head is None:
+            out.writing = False
+        elif head is CLOSE:
+            self._finish()
+        else:
+            self.wake_sender()  # it now owns the right to write
+        return wrote
+
+    async def _send_loop(self) -> None:
+        out = self.out
+        lot = self.lot
+        assert lot is not None
+        send = self.send
+        try:
+            while True:
+                head = await out.write_queued(send, self.handler.ac_out_buffer_size)
+                if head is None:
+                    out.writing = False
+                    await lot.park()  # wake_sender() gives the right back
+                elif head is CLOSE:
+                    self._finish()
+                    return
+                elif head.__class__ is TLSSwitch:
+                    assert isinstance(head, TLSSwitch)
+                    head.reached.set()
+                    await head.done.wait()
+                    out.items.popleft()
+                else:
+                    out.items.popleft()
+                    await out.write_producer(head, send)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._lost(exc)
+        except _StalledError:
+            self._stalled()
+        except Exception as exc:  # a producer's error, say
+            if self.error is None:
+                self.error = exc
+            self.close()
+
+    # --------------------------------------------------------------- reading
+
+    async def _read(self, deadline: float) -> bytes | bytearray | None:
+        """One read; None when *deadline* passed first."""
+        stream = self.stream  # read each time: start_tls() replaces it
+        assert stream is not None
+        size = self.handler.ac_in_buffer_size
+        if deadline == math.inf:
+            return await stream.receive_some(size)
+        with trio.move_on_at(deadline):
+            return await stream.receive_some(size)
+        return None
+
+    async def _receive_loop(self) -> None:
+        handler = self.handler
+        buffer = self.buffer
+        out = self.out
+        if out.items and out.claim():
+            await self._write_own()  # pushes (or close_when_done()) before run()
+        if self.phase is Phase.OPEN:
+            await self._call_hook(handler.handle_connect)
+        frame_deadline = math.inf  # when the frame under way must be complete (frame_timeout)
+        frames = 0
+        while self.phase is Phase.OPEN:
+            if out.queued > handler.out_high_water:
+                await out.wait_drained(handler.out_high_water // 2)
+                continue
+            idle_timeout = handler.idle_timeout
+            deadline = frame_deadline
+            if idle_timeout is not None:
+                deadline = min(deadline, trio.current_time() + idle_timeout)
+            try:
+                data = await self._read(deadline)
+            except trio.BrokenResourceError as exc:
+                logger.debug("connection to %s reset by peer while receiving: %r", self.peer, exc)
+                if self.reason is None:
+                    self.reason = exc
+                data = b""
+            except trio.ClosedResourceError:
+                # Someone closed our stream under us: end the connection (and the send loop).
+                self.close()
+                return
+            if data is None:
+                self._read_timed_out(frame_deadline)
+                return
+            if not data:
+                buffer.feed_eof()
+                await self._dispatch()
+                if self.phase is Phase.OPEN:
+                    await self._call_hook(handler.handle_close)
+                    if self.phase is Phase.OPEN:
+                        # handle_close() kept the connection open, for output from other tasks:
+                        # it lasts until close() or close_when_done() (which cancel this).
+                        await trio.sleep_forever()
+                return
+            buffer.feed(data)
+            await self._dispatch()
+            frame_timeout = handler.frame_timeout
+            if frame_timeout is not None:
+                if not (buffer.frame_started or buffer.buffered):
+                    frame_deadline = math.inf
+                elif frame_deadline == math.inf or buffer.frames_delivered != frames:
+                    frame_deadline = trio.current_time() + frame_timeout  # a new frame began
+                frames = buffer.frames_delivered
+
+    def _read_timed_out(self, frame_deadline: float) -> None:
+        handler = self.handler
+        if trio.current_time() >= frame_deadline:
+            logger.info(
+                "closing connection to %s: a frame took longer than %s seconds (frame_timeout)",
+                self.peer,
+                handler.frame_timeout,
+            )
+            self.close(trio.TooSlowError(f"a frame took longer than {handler.frame_timeout} s"))
+        else:
+            logger.info(
+                "closing connection to %s: no input for %s seconds (idle_timeout)",
+                self.peer,
+                handler.idle_timeout,
+            )
+            self.close(trio.TooSlowError(f"no input for {handler.idle_timeout} seconds"))
+
+    async def _dispatch(self) -> None:
+        """Hand the buffered input to the hooks: batches of sync hooks, each async hook awaited,
+        the replies written after each, backpressure checked after each."""
+        handler = self.handler
+        buffer = self.buffer
+        out = self.out
+        while True:
+            mine = out.claim()
+            try:
+                result = buffer.deliver(
+                    handler.collect_incoming_data, handler.found_terminator, _FRAMES_PER_CHECKPOINT
+                )
+            except BaseException:
+                if mine:
+                    self._hand_over()  # what the hooks pushed is still written
+                raise
+            wrote = await self._write_own() if mine else False
+            if result is NEED_DATA or result is END_OF_INPUT or self.phase is not Phase.OPEN:
+                return
+            if result is not None:  # an async hook's coroutine
+                await result  # type: ignore[misc]
+                if self.phase is not Phase.OPEN:
+                    return
+            if out.queued > handler.out_high_water:
+                await out.wait_drained(handler.out_high_water // 2)
+            elif not wrote and result is None:
+                await trio.lowlevel.checkpoint()  # a batch of frames: let others run
+
+    def _hand_over(self) -> None:
+        """Give up the right to write: to the send loop if anything is queued."""
+        if self.out.items:
+            self.wake_sender()
+        else:
+            self.out.writing = False
+
+    async def _call_hook(self, hook: Callable[[], Awaitable[None] | None]) -> None:
+        """Call a sync-or-async hook from the receive loop, writing its pushes directly."""
+        mine = self.out.claim()
+        try:
+            result = hook()
+        except BaseException:
+            if mine:
+                self._hand_over()
+            raise
+        if mine:
+            await self._write_own()
+        if result is not None and inspect.isawaitable(result):
+            await result
+
+    # ------------------------------------------------------------------ TLS
+
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, server_side: bool, server_hostname: str | None
+    ) -> None:
+        if trio.lowlevel.current_task() is not self.receive_task:
+            raise trio.BusyResourceError(
+                "start_tls() must be awaited from a hook (e.g. an async found_terminator), "
+                "where the receive loop is not reading"
+            )
+        self.check_open("start_tls")
+        switch = TLSSwitch()
+        self.enqueue(switch)  # what is pushed after this goes out through TLS
+        try:
+            await switch.reached.wait()
+            self.buffer.clear()
+            assert self.stream is not None
+            tls = trio.SSLStream(
+                self.stream, ssl_context, server_side=server_side, server_hostname=server_hostname
+            )
+            self.stream = tls
+            await tls.do_handshake()
+        finally:
+            switch.done.set()
+
+
+async def _close_stream(stream: trio.abc.Stream | None, *, graceful: bool) -> None:
+    if stream is None:
+        return
+    if graceful:
+        with trio.move_on_after(_GRACEFUL_CLOSE_TIMEOUT):
+            try:
+                await stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the peer went away first: nothing left to say politely
+            else:
+                return
+    # Closes at once, even inside a cancelled scope.
+    await trio.aclose_forcefully(stream)

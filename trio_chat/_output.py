@@ -1,0 +1,178 @@
+"""The output side of one connection: the queue, its byte count, and who may write it.
+
+The queue holds, in push order, bytes, producers and two kinds of markers: :data:`CLOSE`
+(``close_when_done()``: everything before it is written, then the connection closes) and a
+:class:`TLSSwitch` (``start_tls()``: everything before it goes out in plaintext, everything
+after it through TLS, whichever task pushed it). ``write_queued`` is the one loop that writes
+queued bytes; the receive loop and the send loop both use it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterable, Awaitable, Callable
+from typing import Any, Final
+
+import trio
+
+from ._producers import as_bytes
+
+__all__ = ["CLOSE", "Output", "TLSSwitch"]
+
+#: What writes one piece of output to the peer (the connection's ``send_all`` with its timeout).
+Send = Callable[[Any], Awaitable[None]]
+
+
+class _Close:
+    """The marker ``close_when_done()`` queues."""
+
+    def __repr__(self) -> str:
+        return "CLOSE"
+
+
+CLOSE: Final = _Close()
+
+
+class TLSSwitch:
+    """The marker ``start_tls()`` queues: the send loop stops there until the switch is done."""
+
+    __slots__ = ("done", "reached")
+
+    def __init__(self) -> None:
+        self.reached = trio.Event()  # set by the writer when everything before it is written
+        self.done = trio.Event()  # set by start_tls() when the stream is switched
+
+
+class Output:
+    """The output queue of one connection, and the right to write it.
+
+    Invariants:
+
+    * ``queued`` is the length of the bytes in ``items``, plus the unwritten rest of the bytes a
+      writer took from ``items`` and is writing now. Producers are not counted.
+    * ``writing`` is True exactly while one task owns the right to write: the receive loop
+      (through a dispatch of its hooks and the write after it) or the send loop (from its
+      wake-up until it finds the queue empty). Only the owner writes to the stream. A push
+      while nobody owns it must hand the queue to the send loop (see :meth:`claim`).
+    * ``generation`` changes whenever the queue is discarded: a write that began before stops
+      after its current piece and leaves ``queued`` alone.
+    """
+
+    __slots__ = ("_drained", "_low_water", "generation", "items", "queued", "writing")
+
+    def __init__(self) -> None:
+        self.items: deque[object] = deque()
+        self.queued = 0
+        self.writing = False
+        self.generation = 0
+        self._drained: trio.Event | None = None
+        self._low_water = 0
+
+    def claim(self) -> bool:
+        """Take the right to write if nobody has it; returns whether this call took it."""
+        if self.writing:
+            return False
+        self.writing = True
+        return True
+
+    def add(self, data: bytes) -> None:
+        """Queue bytes (non-empty)."""
+        self.items.append(data)
+        self.queued += len(data)
+
+    def discard(self) -> None:
+        """Drop every queued byte and producer; markers stay, so a pending close or TLS switch
+        still happens."""
+        self.generation += 1
+        items = self.items
+        if items:
+            markers = [item for item in items if item is CLOSE or item.__class__ is TLSSwitch]
+            items.clear()
+            items.extend(markers)
+        self._set_queued(0)
+
+    def _set_queued(self, n: int) -> None:
+        self.queued = n
+        drained = self._drained
+        if drained is not None and n <= self._low_water:
+            self._drained = None
+            drained.set()
+
+    async def wait_drained(self, low_water: int) -> None:
+        """Wait until at most *low_water* bytes are queued."""
+        if self.queued > low_water:
+            self._low_water = low_water
+            self._drained = event = self._drained or trio.Event()
+            await event.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def write_queued(self, send: Send, chunk: int) -> object:
+        """Write the bytes at the head of the queue until it is empty or its head is a producer
+        or a marker, which it returns (None: empty).
+
+        Small pushes are joined into writes of at most *chunk* bytes and larger ones are written
+        in pieces of *chunk* bytes, so a ``discard_buffers()`` takes effect between pieces.
+        """
+        items = self.items
+        while items:
+            data: Any = items[0]
+            if data.__class__ is not bytes:
+                return data
+            items.popleft()
+            size = len(data)
+            if items and size < chunk and items[0].__class__ is bytes:
+                parts = [data]
+                while items and items[0].__class__ is bytes and size + len(items[0]) <= chunk:
+                    data = items.popleft()
+                    parts.append(data)
+                    size += len(data)
+                data = b"".join(parts)
+            generation = self.generation
+            if size <= chunk:
+                await send(data)
+                if generation == self.generation:
+                    self._set_queued(self.queued - size)
+                continue
+            view = memoryview(data)
+            for start in range(0, size, chunk):
+                piece = view[start : start + chunk]
+                await send(piece)
+                if generation != self.generation:
+                    break
+                self._set_queued(self.queued - len(piece))
+        return None
+
+    async def write_producer(self, producer: Any, send: Send) -> None:
+        """Pull *producer* and write what it gives, each piece only after the previous one was
+        written; stops early when the queue is discarded."""
+        generation = self.generation
+        what = f"data from producer {producer!r}"
+        more = getattr(producer, "more", None)
+        if callable(more):
+            while generation == self.generation:
+                data = as_bytes(more(), what)
+                if not data:
+                    return
+                await send(data)
+        elif isinstance(producer, AsyncIterable):
+            chunks = aiter(producer)
+            try:
+                async for chunk in chunks:
+                    data = as_bytes(chunk, what)
+                    if data:
+                        await send(data)
+                    if generation != self.generation:
+                        return
+            finally:
+                # Finalise an async generator here, in its task, not later in the GC.
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        else:
+            for chunk in producer:
+                data = as_bytes(chunk, what)
+                if data:
+                    await send(data)
+                if generation != self.generation:
+                    return
