@@ -212,8 +212,10 @@ class TerminatorBuffer:
         """
         kind = terminator.__class__
         if kind is int and terminator > 0:  # type: ignore[operator]
+            # The one CountReader, restarted in place (CountReader.start, inlined: protocols
+            # that read a counted payload per request call this for every one).
             reader: Reader = self._count
-            self._count.start(terminator)  # type: ignore[arg-type]
+            reader.count = reader.remaining = terminator  # type: ignore[union-attr]
         elif kind in _CACHED_KINDS:
             readers = self._readers
             try:

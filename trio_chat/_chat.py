@@ -153,7 +153,9 @@ class AsyncChat:
         """
         buffer = self.__c.buffer
         buffer.set_terminator(term)
-        buffer.max_frame_size = self.max_frame_size
+        limit = self.max_frame_size
+        if limit is not buffer._max_frame_size:  # validated only when it changes
+            buffer.max_frame_size = limit
 
     def get_terminator(self) -> Terminator:
         """The current terminator; once a count terminator is satisfied it is ``0``."""
