@@ -388,6 +388,17 @@ async def test_close_drops_what_was_pushed_before_it_in_the_same_read() -> None:
         assert await exchange(Scripted(), b"one\nQUIT\n") == b"one\nbye\n"
 
 
+async def test_handle_close_after_a_reset_while_writing() -> None:
+    chat = Scripted()
+    client, server = trio.testing.memory_stream_pair()
+    await client.send_all(b"one\n")
+    await client.aclose()  # gone before the reply: writing it fails
+    with trio.fail_after(TIMEOUT):
+        await chat.run(server)
+    assert chat.lines == [b"one"]
+    assert chat.events == ["handle_close"]
+
+
 async def test_handle_close_after_an_idle_timeout(autojump_clock: trio.testing.MockClock) -> None:
     chat = Scripted()
     chat.idle_timeout = 5

@@ -19,7 +19,7 @@ import trio
 from ._buffer import Terminator
 from ._chat import AsyncChat
 from ._producers import ProducerLike
-from ._util import _peer_address, peer_name
+from ._util import _peer_address
 
 __all__ = ["async_chat"]
 
@@ -50,7 +50,7 @@ class _PeerName:
     def __get__(self, obj: AsyncChat | None, owner: type | None = None) -> Any:
         if obj is None:
             return self
-        return peer_name(obj.stream)
+        return AsyncChat.peer.__get__(obj, owner)
 
 
 class async_chat(AsyncChat):  # noqa: N801  (asynchat's name, so that only the import changes)
