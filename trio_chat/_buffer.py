@@ -74,7 +74,7 @@ DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024
 # that makes up new ones per frame (an unusual regex per request, say) must not grow the cache
 # without bound, so past this many it starts over.
 _READER_CACHE_SIZE: Final = 16
-_CACHED_KINDS: Final = frozenset({bytes, tuple, re.Pattern, type(None)})
+_CACHED_KINDS: Final = frozenset({bytes, tuple, re.Pattern})
 
 
 def find_prefix_at_end(haystack: bytes, needle: bytes) -> int:
@@ -177,7 +177,7 @@ class TerminatorBuffer:
         self._eof = False
         self._found: bytes | int | None = None
         self._max_frame_size = _check_max_frame_size(max_frame_size)
-        self._readers: dict[object, Reader] = {}
+        self._readers: dict[object, Reader] | None = None  # created by the first search
         self._count = CountReader()
         self._reader: Reader = NoneReader(None)
         self._interrupted = False
@@ -218,6 +218,8 @@ class TerminatorBuffer:
             reader.count = reader.remaining = terminator  # type: ignore[union-attr]
         elif kind in _CACHED_KINDS:
             readers = self._readers
+            if readers is None:
+                readers = self._readers = {}
             try:
                 cached = readers.get(terminator)
             except TypeError:  # a tuple holding something unhashable: make_reader says what
@@ -232,7 +234,7 @@ class TerminatorBuffer:
                 reader = cached
                 reader.restart()
         else:
-            reader = make_reader(terminator)  # 0, bytearray, memoryview, or an error
+            reader = make_reader(terminator)  # None, 0, bytearray, memoryview, or an error
         self._reader = reader
 
     def get_terminator(self) -> Terminator:

@@ -140,8 +140,7 @@ class Connection:
 
     def push(self, data: bytes) -> None:
         out = self.out
-        out.items.append(data)
-        out.queued += len(data)
+        out.add(data)
         handler = self.handler
         if out.queued > handler.out_high_water:
             # Backpressure after every hook: the receive loop's deliver() stops after this one.
@@ -168,7 +167,7 @@ class Connection:
 
     def enqueue(self, item: object) -> None:
         """Queue a producer or a marker."""
-        self.out.items.append(item)
+        self.out.put(item)
         if self.nursery is not None and self.out.claim():
             self.wake_sender()
 
@@ -274,7 +273,7 @@ class Connection:
 
     def _finish(self) -> None:
         """The close marker was reached: everything before it is written."""
-        self.out.items.popleft()
+        self.out.pop()
         if self.phase is Phase.CLOSING:
             self.phase = Phase.FLUSHED
         assert self.nursery is not None
@@ -355,9 +354,9 @@ class Connection:
                     assert isinstance(head, TLSSwitch)
                     head.reached.set()
                     await head.done.wait()
-                    out.items.popleft()
+                    out.pop()
                 else:
-                    out.items.popleft()
+                    out.pop()
                     await out.write_producer(head, send)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._lost(exc)

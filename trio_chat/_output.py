@@ -48,6 +48,7 @@ class Output:
 
     Invariants:
 
+    * ``items`` is None until the first push: an idle connection does not pay for a deque.
     * ``queued`` is the length of the bytes in ``items``, plus the unwritten rest of the bytes a
       writer took from ``items`` and is writing now. Producers are not counted.
     * ``writing`` is True exactly while one task owns the right to write: the receive loop
@@ -61,7 +62,7 @@ class Output:
     __slots__ = ("_drained", "_low_water", "generation", "items", "queued", "writing")
 
     def __init__(self) -> None:
-        self.items: deque[object] = deque()
+        self.items: deque[object] | None = None
         self.queued = 0
         self.writing = False
         self.generation = 0
@@ -77,8 +78,23 @@ class Output:
 
     def add(self, data: bytes) -> None:
         """Queue bytes (non-empty)."""
-        self.items.append(data)
+        items = self.items
+        if items is None:
+            items = self.items = deque()
+        items.append(data)
         self.queued += len(data)
+
+    def put(self, item: object) -> None:
+        """Queue a producer or a marker."""
+        items = self.items
+        if items is None:
+            items = self.items = deque()
+        items.append(item)
+
+    def pop(self) -> None:
+        """Drop the head of the queue (a producer or marker its writer has taken)."""
+        assert self.items
+        self.items.popleft()
 
     def discard(self) -> None:
         """Drop every queued byte and producer; markers stay, so a pending close or TLS switch
@@ -115,7 +131,7 @@ class Output:
         in pieces of *chunk* bytes, so a ``discard_buffers()`` takes effect between pieces.
         """
         items = self.items
-        while items:
+        while items:  # None or empty: nothing to write
             data: Any = items[0]
             if data.__class__ is not bytes:
                 return data
