@@ -448,6 +448,14 @@ SEQUENCES: dict[str, tuple[Settings, str, dict[str, object]]] = {
         f"{ENVELOPE}\nDATA => 354...\n{'A' * 1049}\n. => {TOO_MUCH}\nQUIT",
         {},
     ),
+    # Not in CPython's tests: the client goes away in the middle of a message.
+    "EOF_in_the_middle_of_DATA": (BYTES, f"{ENVELOPE}\nDATA => 354...\nhalf a message\nQUIT", {}),
+    # Not in CPython's tests: a 5 MiB command line, which smtpd stops collecting at 512 bytes.
+    "command_of_5MiB": (
+        BYTES,
+        f"HELO x => *\nNOOP {'x' * (5 << 20)} => 500 Error: line too long\nNOOP => 250 OK",
+        {},
+    ),
     "MAIL_size_parameter": (
         DECODED,
         "EHLO x => *\nMAIL FROM:<eggs@example> SIZE=512 => 250 OK",
