@@ -2,89 +2,28 @@
 
 from __future__ import annotations
 
+import re
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
+import unicodedata
 from pathlib import Path
 
 import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from chat_clients import chat_room_server
+from hypothesis import given
+from hypothesis import strategies as st
 from server_process import ServerProcess
-from serving_helpers import HOST, LineReader, connect
+from serving_helpers import HOST
 
 from trio_chat.demos import chat_room
 
-EXAMPLE = Path(__file__).parent.parent / "trio_chat" / "demos" / "chat_room.py"
+# The launcher in examples/ runs trio_chat/demos/chat_room.py's run().
+EXAMPLE = Path(__file__).parent.parent / "examples" / "chat_room.py"
 TIMEOUT = 10  # seconds (virtual ones under autojump_clock), for a whole test
-
-
-class Person:
-    """A chat client: a socket stream and a line reader."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.reader = LineReader(stream)
-
-    async def say(self, text: str) -> None:
-        await self.stream.send_all(text.encode() + b"\n")
-
-    async def hear(self) -> str:
-        line = await self.reader.line()
-        assert line.endswith(b"\n"), f"connection closed after {line!r}"
-        return line[:-1].decode()
-
-    async def hear_eof(self) -> None:
-        assert await self.reader.rest() == b""
-
-
-class Visitors:
-    """The clients of one room in a test; :meth:`aclose` closes them all."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.people: list[Person] = []
-
-    async def arrive(self, stream: trio.SocketStream | None = None) -> Person:
-        person = Person(stream if stream is not None else await connect(self.port))
-        self.people.append(person)
-        assert await person.hear() == "Welcome! Your nick?"
-        return person
-
-    async def join(self, nick: str, here: str = "") -> Person:
-        person = await self.arrive()
-        await person.say(nick)
-        assert await person.hear() == f"* hello {nick}; here: {here}"
-        return person
-
-    async def aclose(self) -> None:
-        for person in self.people:
-            await person.stream.aclose()
-
-
-@asynccontextmanager
-async def chat_room_server(shutdown: trio.Event | None = None) -> AsyncIterator[Visitors]:
-    """Serve a room on 127.0.0.1 for the body; then close the clients and, unless a shutdown
-    event was given (the test shuts down), cancel the server."""
-    listeners = await trio.open_tcp_listeners(0, host=HOST)
-    async with trio.open_nursery() as nursery:
-        started = await nursery.start(
-            partial(
-                chat_room.serve_room,
-                listeners,
-                shutdown=shutdown if shutdown is not None else trio.Event(),
-            )
-        )
-        assert started == listeners
-        visitors = Visitors(listeners[0].socket.getsockname()[1])
-        try:
-            yield visitors
-        finally:
-            await visitors.aclose()
-            if shutdown is None:
-                nursery.cancel_scope.cancel()
+# The bidi classes of the characters that reorder text: embeddings, overrides, isolates, marks.
+BIDI_CONTROLS = {"LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI"}
 
 
 async def test_join_talk_rename_who_quit() -> None:
@@ -116,17 +55,115 @@ async def test_nick_rules() -> None:
         async with chat_room_server() as room:
             alice = await room.join("alice")
             newcomer = await room.arrive()
-            rule = f"* a nick is 1 to {chat_room.MAX_NICK} printable characters without spaces"
-            for bad in ("two words", "x" * (chat_room.MAX_NICK + 1), "bell\x07"):
+            rule = f"* {chat_room.NICK_RULES}"
+            assert str(chat_room.MAX_NICK) in rule
+            for bad in (
+                "two words",
+                "x" * (chat_room.MAX_NICK + 1),
+                "bell\x07",
+                "1st",  # starts with a digit
+                "-x",
+                "\u0430lice",  # a Cyrillic a
+                "ali\u0441e",  # a Cyrillic es
+                "bob\u200b",  # a zero-width space
+                "b\u00f6b",
+            ):
                 await newcomer.say(bad)
                 assert await newcomer.hear() == rule
-            await newcomer.say("alice")
-            assert await newcomer.hear() == "* alice is taken, try another"
-            await newcomer.say("carol\r")  # a CRLF client
-            assert await newcomer.hear() == "* hello carol; here: alice"
-            assert await alice.hear() == "* carol joined"
-            await newcomer.say("/nick alice")
-            assert await newcomer.hear() == "* alice is taken, try another"
+            # Taken: the same nick in another case, or with look-alike characters.
+            for twin in ("alice", "ALICE", "a1ice", "AIice", "aIice"):
+                await newcomer.say(twin)
+                assert await newcomer.hear() == f"* {twin} is taken, try another"
+            await newcomer.say("Carol-2_\r")  # a CRLF client; the longest nick also fits
+            assert await newcomer.hear() == "* hello Carol-2_; here: alice"
+            assert await alice.hear() == "* Carol-2_ joined"
+            await newcomer.say("/nick al1ce")
+            assert await newcomer.hear() == "* al1ce is taken, try another"
+            await newcomer.say("/nick " + "c" * chat_room.MAX_NICK)
+            assert await newcomer.hear() == f"* Carol-2_ is now known as {'c' * 30}"
+            assert await alice.hear() == f"* Carol-2_ is now known as {'c' * 30}"
+            # One's own nick in another case is a rename, not a clash.
+            await alice.say("/nick Alice")
+            assert await alice.hear() == "* alice is now known as Alice"
+            await alice.say("/who")
+            assert await alice.hear() == f"* here: Alice, {'c' * 30}"
+
+
+@pytest.mark.parametrize(
+    ("nick", "twin"),
+    [
+        ("alice", "ALICE"),
+        ("alice", "a1ice"),  # 1 and l and i
+        ("Ian", "lan"),  # capital I and small L
+        ("bob0", "BOBO"),  # 0 and O
+        ("modern", "rnodern"),  # rn and m
+        ("wendy", "vvendy"),  # vv and w
+    ],
+)
+def test_look_alike_nicks_have_one_key(nick: str, twin: str) -> None:
+    assert chat_room.nick_problem(nick) is None
+    assert chat_room.nick_problem(twin) is None
+    assert chat_room.nick_key(nick) == chat_room.nick_key(twin)
+
+
+def test_different_nicks_have_different_keys() -> None:
+    nicks = ["alice", "bob", "carol", "dave", "al", "alicia", "bob-1", "bob_1", "bobby"]
+    assert len({chat_room.nick_key(nick) for nick in nicks}) == len(nicks)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("hi\r<alice> I owe bob 100", "hi\\x0d<alice> I owe bob 100"),  # CR: overwrite a line
+        ("\x1b[2K\x1b[1G<alice> hi", "\\x1b[2K\\x1b[1G<alice> hi"),  # erase line, column 1
+        ("\x1b]0;title\x07", "\\x1b]0;title\\x07"),  # OSC: set the terminal's title
+        ("\x9b2K", "\\x9b2K"),  # C1 CSI, ESC [ to some terminals
+        ("a\x00b\x08c\x7fd\te", "a\\x00b\\x08c\\x7fd\\x09e"),
+        ("one\u2028two\u2029", "one\\u2028two\\u2029"),  # Unicode line separators
+        ("\u202e\u2066evil\u2069\u200f\u061c", "\\u202e\\u2066evil\\u2069\\u200f\\u061c"),  # bidi
+        (
+            "h\u00e9llo \U0001f44b\u200d\U0001f525 \\x1b",
+            "h\u00e9llo \U0001f44b\u200d\U0001f525 \\x1b",
+        ),
+    ],
+)
+def test_printable_escapes_control_characters_only(text: str, shown: str) -> None:
+    assert chat_room.printable(text) == shown
+
+
+@given(st.text())
+def test_printable_leaves_nothing_a_terminal_acts_on_and_loses_nothing(text: str) -> None:
+    shown = chat_room.printable(text)
+    for char in shown:
+        assert unicodedata.category(char) not in {"Cc", "Zl", "Zp"}, repr(shown)
+        assert unicodedata.bidirectional(char) not in BIDI_CONTROLS, repr(shown)
+    assert chat_room.printable(shown) == shown
+    if "\\" not in text:  # then every backslash in the result starts an escape
+        unescaped = re.sub(
+            r"\\x([0-9a-f]{2})|\\u([0-9a-f]{4})",
+            lambda match: chr(int(match[1] or match[2], 16)),
+            shown,
+        )
+        assert unescaped == text
+
+
+async def test_a_member_cannot_forge_a_line_from_another() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with chat_room_server() as room:
+            alice = await room.join("alice")
+            mallory = await room.join("mallory", here="alice")
+            assert await alice.hear() == "* mallory joined"
+            await mallory.stream.send_all(
+                b"hi\r<alice> I owe mallory 100\x1b[1A\r\n"  # CR, cursor up; CRLF ends it
+                b"\xe2\x80\xaeuoy evol I <ecila>\n"  # RIGHT-TO-LEFT OVERRIDE
+                b"\xff\xfe bad UTF-8\n"
+            )
+            assert await alice.hear() == "<mallory> hi\\x0d<alice> I owe mallory 100\\x1b[1A"
+            assert await alice.hear() == "<mallory> \\u202euoy evol I <ecila>"
+            assert await alice.hear() == "<mallory> \ufffd\ufffd bad UTF-8"
+            # Every byte alice got is printable ASCII or plain text: no control characters.
+            await alice.say("/who")
+            assert await alice.hear() == "* here: alice, mallory"
 
 
 async def test_a_reader_that_stops_reading_is_cut_off_and_the_room_goes_on(
@@ -219,8 +256,9 @@ async def test_graceful_shutdown_says_goodbye_to_everyone(
         assert trio.current_time() == requested
 
 
-async def test_runs_as_a_program() -> None:
-    with ServerProcess([str(EXAMPLE), "--port", "0"]) as server:
+@pytest.mark.parametrize("command", [[str(EXAMPLE)], ["-m", "trio_chat.demos.chat_room"]])
+async def test_runs_as_a_program(command: list[str]) -> None:
+    with ServerProcess([*command, "--port", "0"]) as server:
         port = server.port()
         with (
             socket.create_connection((HOST, port), timeout=TIMEOUT) as alice,
@@ -257,3 +295,18 @@ def test_a_taken_port_is_reported_plainly() -> None:
             assert server.proc.wait(TIMEOUT) == 1
     assert f"cannot listen on 127.0.0.1:{port}:" in server.stderr
     assert "Traceback" not in server.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--workers", "2"], "--workers N needs --redis URL"),
+        (["--workers", "2", "--redis", "redis://127.0.0.1:1"], "--workers N needs a fixed --port"),
+        (["--workers", "0"], "--workers must be 1 or more"),
+    ],
+)
+def test_wrong_options_are_refused_plainly(
+    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert chat_room.run(["--port", "0", *arguments]) == 2
+    assert message in capsys.readouterr().err
