@@ -34,7 +34,6 @@ bodies) builds nothing per switch.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Callable
 from typing import Final
@@ -152,7 +151,8 @@ class TerminatorBuffer:
     # non-empty only while _pos < len(_data) (feed() replaces a used-up _data instead; every
     # search joins _pending first); _found is the
     # terminator of a frame whose data was handed over but whose end was not reported yet (None:
-    # none due); _reader is the reader of the current terminator, _count the one CountReader.
+    # none due); _reader is the reader of the current terminator, _count the one CountReader,
+    # _readers the searching readers kept for reuse.
     __slots__ = (
         "_count",
         "_data",
@@ -177,8 +177,8 @@ class TerminatorBuffer:
         self._eof = False
         self._found: bytes | int | None = None
         self._max_frame_size = _check_max_frame_size(max_frame_size)
-        self._readers: dict[object, Reader] | None = None  # created by the first search
-        self._count = CountReader()
+        self._readers: list[Reader] | None = None  # created by the first search
+        self._count: CountReader | None = None  # created by the first count
         self._reader: Reader = NoneReader(None)
         self._interrupted = False
         self._last: bytes | int | None = None
@@ -214,25 +214,27 @@ class TerminatorBuffer:
         if kind is int and terminator > 0:  # type: ignore[operator]
             # The one CountReader, restarted in place (CountReader.start, inlined: protocols
             # that read a counted payload per request call this for every one).
-            reader: Reader = self._count
-            reader.count = reader.remaining = terminator  # type: ignore[union-attr]
+            count = self._count
+            if count is None:
+                count = self._count = CountReader()
+            count.count = count.remaining = terminator  # type: ignore[assignment]
+            reader: Reader = count
         elif kind in _CACHED_KINDS:
+            # A list, not a dict: it holds a handful of readers (one for most protocols), is
+            # smaller, and takes unhashable tuples too (a tuple the reader normalised, holding
+            # a bytearray, is simply not found and gets a new reader).
             readers = self._readers
             if readers is None:
-                readers = self._readers = {}
-            try:
-                cached = readers.get(terminator)
-            except TypeError:  # a tuple holding something unhashable: make_reader says what
-                cached = None
-            if cached is None:
+                readers = self._readers = []
+            for reader in readers:
+                if reader.terminator == terminator:
+                    reader.restart()
+                    break
+            else:
                 reader = make_reader(terminator)
                 if len(readers) >= _READER_CACHE_SIZE:
                     readers.clear()
-                with contextlib.suppress(TypeError):  # unhashable (a tuple of bytearrays)
-                    readers[terminator] = reader
-            else:
-                reader = cached
-                reader.restart()
+                readers.append(reader)
         else:
             reader = make_reader(terminator)  # None, 0, bytearray, memoryview, or an error
         self._reader = reader

@@ -274,7 +274,26 @@ class AsyncChat:
             raise trio.BusyResourceError("this AsyncChat is already running")
         if c.phase is Phase.DONE:
             raise trio.ClosedResourceError("this AsyncChat already ran; create a new one")
-        await c.run()
+        c.begin()
+        try:
+            async with trio.open_nursery() as nursery:  # the send loop starts in it when needed
+                c.nursery = nursery
+                if c.phase is Phase.CLOSED:  # close() before run(): only close the stream
+                    nursery.cancel_scope.cancel()
+                else:
+                    try:
+                        await c.receive_loop()
+                    except Exception as exc:
+                        c.fail(exc)  # flush what the hooks pushed before it, then close
+        except BaseException as exc:
+            c.ended_by(exc)
+            raise
+        finally:
+            await c.end()  # close the stream, then connection_lost()
+        if c.error is not None:
+            # Kept and raised here, after the stream is closed, so a hook's error reaches the
+            # caller as itself rather than wrapped in an ExceptionGroup.
+            raise c.error
 
 
 #: asynchat's name for :class:`AsyncChat`.

@@ -205,39 +205,28 @@ class Connection:
 
     # ------------------------------------------------------------------ run
 
-    async def run(self) -> None:
-        stream = self.stream
-        assert stream is not None
-        handler = self.handler
+    def begin(self) -> None:
+        """``run()`` starts, in the task that runs it."""
         self.receive_task = trio.lowlevel.current_task()
         if self.phase is Phase.NEW:
             self.phase = Phase.OPEN
-        self.buffer.max_frame_size = handler.max_frame_size
-        try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                if self.phase is Phase.CLOSED:  # close() before run(): only close the stream
-                    nursery.cancel_scope.cancel()
-                else:
-                    try:
-                        await self._receive_loop()
-                    except Exception as exc:
-                        self._fail(exc)
-        except BaseException as exc:  # cancelled from outside, KeyboardInterrupt, a bug
-            if self.reason is None:
-                self.reason = exc
-            raise
-        finally:
-            self.nursery = None
-            self.receive_task = None
-            graceful = self.phase is Phase.FLUSHED
-            self.phase = Phase.DONE
-            self.out.discard()
-            # self.stream: after start_tls() it is the TLS stream wrapping the original.
-            await _close_stream(self.stream, graceful=graceful)
-            await self._connection_lost()
-        if self.error is not None:
-            raise self.error
+        self.buffer.max_frame_size = self.handler.max_frame_size
+
+    def ended_by(self, exc: BaseException) -> None:
+        """``run()`` is left by *exc*: cancelled from outside, KeyboardInterrupt, a bug."""
+        if self.reason is None:
+            self.reason = exc
+
+    async def end(self) -> None:
+        """``run()`` ends however it ends: close the stream, then ``connection_lost()``."""
+        self.nursery = None
+        self.receive_task = None
+        graceful = self.phase is Phase.FLUSHED
+        self.phase = Phase.DONE
+        self.out.discard()
+        # self.stream: after start_tls() it is the TLS stream wrapping the original.
+        await _close_stream(self.stream, graceful=graceful)
+        await self._connection_lost()
 
     async def _connection_lost(self) -> None:
         reason = self.error if self.error is not None else self.reason
@@ -253,7 +242,7 @@ class Connection:
             # Not raised over the exception that ended the connection.
             logger.exception("connection_lost() of the connection to %s failed", self.peer)
 
-    def _fail(self, exc: Exception) -> None:
+    def fail(self, exc: Exception) -> None:
         """A hook raised: write what was pushed before it (bounded), then close and re-raise."""
         # Kept and re-raised by run() after the stream is closed, so a hook's error reaches the
         # caller as itself rather than wrapped in an ExceptionGroup.
@@ -369,18 +358,7 @@ class Connection:
 
     # --------------------------------------------------------------- reading
 
-    async def _read(self, deadline: float) -> bytes | bytearray | None:
-        """One read; None when *deadline* passed first."""
-        stream = self.stream  # read each time: start_tls() replaces it
-        assert stream is not None
-        size = self.handler.ac_in_buffer_size
-        if deadline == math.inf:
-            return await stream.receive_some(size)
-        with trio.move_on_at(deadline):
-            return await stream.receive_some(size)
-        return None
-
-    async def _receive_loop(self) -> None:
+    async def receive_loop(self) -> None:
         handler = self.handler
         buffer = self.buffer
         out = self.out
@@ -398,8 +376,16 @@ class Connection:
             deadline = frame_deadline
             if idle_timeout is not None:
                 deadline = min(deadline, trio.current_time() + idle_timeout)
+            stream = self.stream  # read each time: start_tls() replaces it
+            assert stream is not None
+            # Read here, not in a helper coroutine: every idle connection waits in this frame.
             try:
-                data = await self._read(deadline)
+                if deadline == math.inf:
+                    data = await stream.receive_some(handler.ac_in_buffer_size)
+                else:
+                    data = None
+                    with trio.move_on_at(deadline):
+                        data = await stream.receive_some(handler.ac_in_buffer_size)
             except trio.BrokenResourceError as exc:
                 logger.debug("connection to %s reset by peer while receiving: %r", self.peer, exc)
                 if self.reason is None:
