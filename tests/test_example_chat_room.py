@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import struct
 import unicodedata
 from pathlib import Path
 
@@ -214,9 +215,28 @@ async def test_a_line_too_long_disconnects_its_sender_only() -> None:
             assert await alice.hear() == "* mallory joined"
             await mallory.stream.send_all(b"A" * (chat_room.MAX_LINE + 1))
             await mallory.hear_eof()
-            assert await alice.hear() == "* mallory left"
+            assert await alice.hear() == "* mallory left (line too long)"
             await alice.say("/who")
             assert await alice.hear() == "* here: alice"
+
+
+async def test_a_member_that_resets_or_hangs_up_leaves_and_the_others_are_told_why() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with chat_room_server() as room:
+            alice = await room.join("alice")
+            bob = await room.join("bob", here="alice")
+            carol = await room.join("carol", here="alice, bob")
+            for _ in range(2):
+                assert await alice.hear() in {"* bob joined", "* carol joined"}
+            assert await bob.hear() == "* carol joined"
+            # bob's connection is reset (SO_LINGER 0: close() sends RST), carol just hangs up.
+            bob.stream.socket.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            await bob.stream.aclose()
+            assert await alice.hear() == "* bob left (connection lost)"
+            await carol.stream.send_eof()
+            assert await alice.hear() == "* carol left"
 
 
 async def test_idle_members_are_disconnected_and_keepalives_prevent_it(
@@ -230,7 +250,7 @@ async def test_idle_members_are_disconnected_and_keepalives_prevent_it(
             for _ in range(2):  # empty lines keep keen's connection alive...
                 await trio.sleep(chat_room.IDLE_TIMEOUT * 0.9)
                 await keen.say("")
-            assert await keen.hear() == "* quiet left"  # ...while quiet's timed out
+            assert await keen.hear() == "* quiet left (timed out)"  # ...while quiet's timed out
             await quiet.hear_eof()
             await keen.say("/who")
             assert await keen.hear() == "* here: keen"

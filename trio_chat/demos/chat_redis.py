@@ -303,7 +303,7 @@ class RedisRoom(Room):
     async def who(self) -> list[str]:
         return sorted_nicks(await self._call(self.client.hvals(self.hash)))
 
-    def leave(self, member: Member) -> None:
+    def leave(self, member: Member, why: str = "") -> None:
         self.connected.discard(member)
         token = self.tokens.pop(member, None)
         if token is not None:
@@ -312,7 +312,7 @@ class RedisRoom(Room):
         if token is None or nick is None or not self.remove(member):
             return
         key = nick_key(nick)
-        event = _event(f"* {nick} left{member.why_gone()}")
+        event = _event(f"* {nick} left{why}")
 
         async def release() -> None:
             # If Redis cannot be reached, the key expires instead, and a reaper announces it.

@@ -177,11 +177,11 @@ class Room:
         """The nicks in the room."""
         return self.nicks()
 
-    def leave(self, member: Member) -> None:
-        """*member*'s connection has ended, however it ended; tell the others."""
+    def leave(self, member: Member, why: str = "") -> None:
+        """*member*'s connection has ended, however it ended; tell the others (and *why*)."""
         self.connected.discard(member)
         if self.remove(member):
-            self.broadcast(f"* {member.nick} left{member.why_gone()}")
+            self.broadcast(f"* {member.nick} left{why}")
 
     # The bookkeeping of this process's members, which every room keeps the same way.
 
@@ -238,18 +238,23 @@ class Member(AsyncChat):
         self.cut_off = False  # set by the room when max_queued_bytes closed us
         self._pieces: list[bytes] = []
 
-    async def run(self, stream: trio.abc.Stream | None = None) -> None:
-        # run() returns however the connection ended: /quit, the peer's EOF or reset, the idle
-        # timeout, the slow-reader cut-off, a frame too long, the server's shutdown. Leaving
-        # the room here, in `finally`, is the one place that covers all of them.
-        try:
-            await super().run(stream)
-        finally:
-            self.room.leave(self)
+    def connection_lost(self, exc: BaseException | None) -> None:
+        # Called once however the connection ended: /quit, the peer's EOF or reset, the idle
+        # timeout, the slow-reader cut-off, a line too long, the server's shutdown. Leaving the
+        # room here is the one place that covers all of them.
+        self.room.leave(self, self.why_gone(exc))
 
-    def why_gone(self) -> str:
-        """What the others are told after "left", if anything."""
-        return " (cut off: reads too slowly)" if self.cut_off else ""
+    def why_gone(self, exc: BaseException | None) -> str:
+        """What the others are told after "left": why the connection ended, if not by choice."""
+        if self.cut_off:  # a TooSlowError too, but this one the room caused and knows about
+            return " (cut off: reads too slowly)"
+        if isinstance(exc, trio.TooSlowError):
+            return " (timed out)"
+        if isinstance(exc, trio_chat.FrameTooLongError):
+            return " (line too long)"
+        if isinstance(exc, trio.BrokenResourceError):
+            return " (connection lost)"
+        return ""
 
     def handle_connect(self) -> None:
         self.room.connected.add(self)
