@@ -59,6 +59,12 @@ _FRAMES_PER_CHECKPOINT: Final = 256
 # LAN round trip by far, short enough that a server shutting down is not held up.
 _GRACEFUL_CLOSE_TIMEOUT: Final = 2.0
 
+# What a lingering close (see _close_stream) reads and drops at most, in reads of 64 KiB: enough
+# for the pipelined requests of any honest client, little enough that a peer that streams on
+# cannot keep the connection; the graceful-close timeout bounds the time.
+_LINGER_BYTES: Final = 1024 * 1024
+_LINGER_READ: Final = 65536
+
 # How long the replies pushed before a hook raised may take to write when no idle_timeout is
 # set: the same two seconds, for the same reasons; the error propagates after it either way.
 _ERROR_FLUSH_TIMEOUT: Final = 2.0
@@ -71,16 +77,22 @@ CONNECTION_LOST_TIMEOUT: Final = 5.0
 class Phase(enum.Enum):
     """Where a connection is in its life. It only moves forward::
 
-    NEW -> OPEN -> CLOSING -> FLUSHED -> DONE
+    NEW -> OPEN [-> CLOSE_AFTER_HOOK] -> CLOSING -> FLUSHED -> DONE
     (any phase but DONE) -> CLOSED -> DONE;  NEW -> CLOSING before run()
     """
 
     NEW = "new"  # run() has not started; pushes wait in the queue
     OPEN = "open"  # reading and writing
+    # close_when_done() from another task while an async hook runs: the hook may still push
+    # (a request in progress gets its reply), and the close follows when it returns.
+    CLOSE_AFTER_HOOK = "close after hook"
     CLOSING = "closing"  # close_when_done() or a hook's error: no more input, flushing output
     FLUSHED = "flushed"  # the close marker was written: the stream is closed politely
     CLOSED = "closed"  # close(), a reset or a timeout: the stream is closed at once
     DONE = "done"  # run() returned
+
+
+_AFTER_HOOK: Final = Phase.CLOSE_AFTER_HOOK
 
 
 class _StalledError(Exception):
@@ -107,9 +119,11 @@ class Connection:
         "buffer",
         "error",
         "handler",
+        "in_hook",
         "lot",
         "nursery",
         "out",
+        "peer",
         "phase",
         "reason",
         "receive_task",
@@ -127,15 +141,16 @@ class Connection:
         self.lot: trio.lowlevel.ParkingLot | None = None
         self.error: Exception | None = None
         self.reason: BaseException | None = None
+        self.in_hook = False  # the receive loop is awaiting an async hook
+        #: The peer's address for log lines, taken when run() starts (after a reset the
+        #: socket no longer knows it).
+        self.peer = "?"
 
     # ------------------------------------------------------------ controls (sync)
 
-    @property
-    def peer(self) -> str:
-        return peer_name(self.stream)
-
     def check_open(self, what: str) -> None:
-        if self.phase is not Phase.OPEN and self.phase is not Phase.NEW:
+        phase = self.phase
+        if phase is not Phase.OPEN and phase is not Phase.NEW and phase is not _AFTER_HOOK:
             raise trio.ClosedResourceError(f"{what}() on a connection that is closed or closing")
 
     def push(self, data: bytes) -> None:
@@ -184,6 +199,12 @@ class Connection:
     def close_when_done(self) -> None:
         if self.phase is not Phase.OPEN and self.phase is not Phase.NEW:
             return
+        if self.in_hook and trio.lowlevel.current_task() is not self.receive_task:
+            self.phase = Phase.CLOSE_AFTER_HOOK  # see Phase
+            return
+        self._begin_closing()
+
+    def _begin_closing(self) -> None:
         self.phase = Phase.CLOSING
         self.buffer.interrupt()  # input after this is not processed
         self.enqueue(CLOSE)
@@ -208,6 +229,7 @@ class Connection:
     def begin(self) -> None:
         """``run()`` starts, in the task that runs it."""
         self.receive_task = trio.lowlevel.current_task()
+        self.peer = peer_name(self.stream)
         if self.phase is Phase.NEW:
             self.phase = Phase.OPEN
         self.buffer.max_frame_size = self.handler.max_frame_size
@@ -224,9 +246,11 @@ class Connection:
         graceful = self.phase is Phase.FLUSHED
         self.phase = Phase.DONE
         self.out.discard()
-        # self.stream: after start_tls() it is the TLS stream wrapping the original.
-        await _close_stream(self.stream, graceful=graceful)
-        await self._connection_lost()
+        try:
+            # self.stream: after start_tls() it is the TLS stream wrapping the original.
+            await _close_stream(self.stream, graceful=graceful)
+        finally:
+            await self._connection_lost()  # even when cancelled from outside
 
     async def _connection_lost(self) -> None:
         reason = self.error if self.error is not None else self.reason
@@ -455,7 +479,7 @@ class Connection:
             if result is NEED_DATA or result is END_OF_INPUT or self.phase is not Phase.OPEN:
                 return
             if result is not None:  # an async hook's coroutine
-                await result  # type: ignore[misc]
+                await self._await_hook(result)  # type: ignore[arg-type]
                 if self.phase is not Phase.OPEN:
                     return
             if out.queued > handler.out_high_water:
@@ -482,7 +506,18 @@ class Connection:
         if mine:
             await self._write_own()
         if result is not None and inspect.isawaitable(result):
+            await self._await_hook(result)
+
+    async def _await_hook(self, result: Awaitable[None]) -> None:
+        """Await an async hook's coroutine; a close_when_done() from another task meanwhile
+        takes effect when it returns, after its pushes."""
+        self.in_hook = True
+        try:
             await result
+        finally:
+            self.in_hook = False
+            if self.phase is Phase.CLOSE_AFTER_HOOK:
+                self._begin_closing()
 
     # ------------------------------------------------------------------ TLS
 
@@ -516,6 +551,15 @@ async def _close_stream(stream: trio.abc.Stream | None, *, graceful: bool) -> No
     if graceful:
         with trio.move_on_after(_GRACEFUL_CLOSE_TIMEOUT):
             try:
+                if isinstance(stream, trio.abc.HalfCloseableStream):
+                    # A lingering close: our EOF first, then what the peer still sends (a
+                    # pipelined request, say) is read and dropped until its EOF. Closing a TCP
+                    # socket with unread input sends a reset, and a reset makes the peer's
+                    # kernel discard the replies it has not read yet.
+                    await stream.send_eof()
+                    budget = _LINGER_BYTES
+                    while budget > 0 and (data := await stream.receive_some(_LINGER_READ)):
+                        budget -= len(data)
                 await stream.aclose()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the peer went away first: nothing left to say politely
