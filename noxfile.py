@@ -1,4 +1,8 @@
-"""nox sessions: tests, lint, typecheck, docs, bench, bench_suite."""
+"""nox sessions: tests (every supported Python), lint, typecheck, pyright, docs, bench, bench_suite.
+
+``nox`` runs the default sessions; ``nox -s tests`` the test suite on each of PYTHONS this machine
+has (``tests-3.12`` for one), skipping the missing ones (an error when the CI variable is set).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,12 @@ import nox
 nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.default_venv_backend = "venv"
 
+# Every Python trio_chat supports (pyproject.toml's classifiers say the same). The test extra
+# brings pyasynchat and pyasyncore where the standard library no longer has them (3.12+).
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
-@nox.session
+
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", *session.posargs)
@@ -25,6 +33,18 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     session.run("mypy")
+
+
+@nox.session
+def pyright(session: nox.Session) -> None:
+    """pyright (strict) on the typing user program, and --verifytypes on the package as built.
+
+    The package is installed, not editable: pyright cannot follow setuptools' editable finder.
+    .ci/run does the same against the wheel, outside the checkout.
+    """
+    session.install(".", "pyright")
+    session.run("pyright", "tests/typing/user_program.py")
+    session.run("pyright", "--verifytypes", "trio_chat", "--ignoreexternal")
 
 
 @nox.session
