@@ -19,7 +19,8 @@ from ._buffer import (
     TerminatorFound,
     find_prefix_at_end,
 )
-from ._chat import AsyncChat, async_chat
+from ._async_chat import async_chat
+from ._chat import CONNECTION_LOST_TIMEOUT, AsyncChat
 from ._client import connect_tcp
 from ._exceptions import FrameTooLongError, IncompleteFrameError
 from ._framed import Delimiter, FramedStream, HalfCloseableFramedStream
@@ -45,6 +46,7 @@ from ._workers import (
 )
 
 __all__ = [
+    "CONNECTION_LOST_TIMEOUT",
     "DEFAULT_GRACE_PERIOD",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_CONNECTIONS_PER_PEER",

@@ -17,7 +17,7 @@ from ._buffer import DEFAULT_MAX_FRAME_SIZE, Terminator
 from ._connection import CONNECTION_LOST_TIMEOUT, Connection, Phase
 from ._producers import ProducerLike, as_bytes
 
-__all__ = ["CONNECTION_LOST_TIMEOUT", "AsyncChat", "async_chat"]
+__all__ = ["CONNECTION_LOST_TIMEOUT", "AsyncChat"]
 
 
 class AsyncChat:
@@ -295,6 +295,3 @@ class AsyncChat:
             # caller as itself rather than wrapped in an ExceptionGroup.
             raise c.error
 
-
-#: asynchat's name for :class:`AsyncChat`.
-async_chat = AsyncChat
