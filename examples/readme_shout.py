@@ -1,3 +1,6 @@
+import signal
+from functools import partial
+
 import trio
 
 import trio_chat
@@ -23,7 +26,14 @@ class Shout(trio_chat.AsyncChat):
 
 
 async def main(port: int = 7777) -> None:
-    await trio_chat.serve_tcp(Shout, port, host="127.0.0.1")
+    # Ctrl-C cancels the server instead of raising KeyboardInterrupt through its nurseries,
+    # so the program ends with one line rather than a traceback.
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(trio_chat.serve_tcp, Shout, port, host="127.0.0.1"))
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+    print("stopped")
 
 
 if __name__ == "__main__":

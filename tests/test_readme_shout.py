@@ -7,12 +7,15 @@ includes them; keep them short and readable.
 from __future__ import annotations
 
 import re
+import socket
+import time
 from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 from readme_shout import Shout
+from server_process import TIMEOUT, ServerProcess, talk
 
 import trio_chat
 from trio_chat import FrameTooLongError
@@ -73,6 +76,29 @@ async def test_over_tcp() -> None:
                 assert await framed.receive_until(b"\r\n") == b"OVER TCP"
                 assert await framed.receive_until(b"\r\n") == b"bye"
             nursery.cancel_scope.cancel()
+
+
+def test_ctrl_c_stops_the_program_with_one_line() -> None:
+    with socket.socket() as sock:  # a free port for main(port)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    examples = str(ROOT / "examples")
+    code = f"import sys, trio; sys.path.insert(0, {examples!r}); import readme_shout; "
+    code += f"trio.run(readme_shout.main, {port})"
+    with ServerProcess(["-c", code]) as server:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                reply = talk(port, b"hi\r\nQUIT\r\n")
+                break
+            except ConnectionRefusedError:
+                assert server.proc is not None and server.proc.poll() is None, server.stderr
+                assert time.monotonic() < deadline, "the example never listened"
+                time.sleep(0.05)
+        assert reply == b"HI\r\nbye\r\n"
+        assert server.stop() == "stopped"  # sends SIGINT, as Ctrl-C does
+    assert server.stderr == ""
+    assert server.returncode == 0
 
 
 def test_the_readme_shows_this_file() -> None:
