@@ -1,7 +1,8 @@
 """Reproducers for the numbered findings of issue 10, written as tests of the correct behaviour.
 
-Each test is marked ``xfail(strict=True)`` while the finding stands; the marker goes when the
-fix lands (a strict xfail that starts passing fails the run, so nobody forgets).
+Each test was written first and failed before the fix; it was marked ``xfail(strict=True)``
+while the finding stood (a strict xfail that starts passing fails the run, so the marker goes
+when the fix lands).
 """
 
 from __future__ import annotations
@@ -326,10 +327,16 @@ async def test_finding_5_replies_pushed_before_a_hook_raised_are_sent(
 ) -> None:
     client, server = trio.testing.memory_stream_pair()
     with trio.fail_after(TIMEOUT):
-        await client.send_all(b"one\nboom\n")  # one read
-        with pytest.raises(BoomError, match="boom"):
-            await handler(server).run()
-        assert await read_all(client) == b"ok one\n"
+        async with trio.open_nursery() as nursery:
+
+            async def serve() -> None:
+                with pytest.raises(BoomError, match="boom"):
+                    await handler(server).run()
+
+            nursery.start_soon(serve)
+            await client.send_all(b"one\nboom\n")  # one read
+            assert await read_all(client) == b"ok one\n"
+            await client.send_eof()  # (the handler may wait for it before it closes)
 
 
 # ------------------------------------------------------------------------------------ finding 6
@@ -377,8 +384,8 @@ WAYS = {
             way,
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="connection_lost() is skipped when run() is cancelled from outside: "
-                "aclose_forcefully() re-raises the outer Cancelled before the hook runs",
+                reason="when run() is cancelled from outside, connection_lost() gets a "
+                "BaseExceptionGroup holding the Cancelled, not the trio.Cancelled itself",
             ),
         )
         if way == "cancelled"
@@ -539,11 +546,6 @@ class SetsPeer(trio_chat.async_chat):
         self.push(line + b"\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 finding 8: peer is a read-only property until COMPAT's async_chat is "
-    "trio_chat.async_chat",
-)
 async def test_finding_8_async_chat_subclass_may_set_peer() -> None:
     with trio.fail_after(TIMEOUT):
         chat = SetsPeer()
@@ -591,17 +593,14 @@ async def test_finding_8_a_large_push_is_written_in_pieces_of_ac_out_buffer_size
     chat.push(data)
     chat.close_when_done()
     with trio.fail_after(TIMEOUT):
-        await chat.run(wire)
-        assert await read_all(client) == data
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run, wire)
+            assert await read_all(client) == data
+            await client.send_eof()
     assert wire.sent
     assert max(map(len, wire.sent)) <= 1000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 finding 8: trio_chat.async_chat is AsyncChat (frames limited to 64 KiB) "
-    "until COMPAT's class is wired in",
-)
 async def test_finding_8_async_chat_has_no_frame_limit() -> None:
     assert trio_chat.async_chat.max_frame_size is None
 

@@ -49,11 +49,11 @@ class Script:
     async_found: bool = False
     from_outside: dict[int, tuple[Action, ...]] = attrs.field(factory=dict)  # offset -> actions
     end: str = "eof"  # or "cancel": cancelled from outside after the input
+    slow_peer: bool = False  # the handler's writes wait for the peer, which reads 3 bytes at a time
 
     def reads(self) -> list[int]:
         """Every offset after which the test waits for the handler to go idle."""
-        inner = (self.cuts | set(self.from_outside)) & set(range(1, len(self.data)))
-        return [0, *sorted(inner), len(self.data)]
+        return sorted({0, len(self.data)} | self.cuts | set(self.from_outside))
 
 
 class ChatLike(Protocol):
@@ -186,11 +186,20 @@ class Actor:
         self.chat.close_when_done()
 
     def lost(self, exc: BaseException | None) -> None:
+        # Known: cancelled from outside, AsyncChat passes a group holding the trio.Cancelled
+        # (pinned by test_finding_6_...[cancelled] in test_chat_findings.py); taken here as the
+        # Cancelled it holds, so that the rest is compared. Drop this when that test passes.
+        while exc is not None and not isinstance(exc, trio.Cancelled):
+            inner: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
+            if not inner or not all(isinstance(e, trio.Cancelled) for e in inner):
+                break
+            exc = inner[0]
         self.log.append(("connection_lost", None if exc is None else type(exc).__name__))
 
 
 class ScriptedChat(AsyncChat):
     ac_out_buffer_size = OUT_SIZE
+    out_high_water = 2 * OUT_SIZE  # backpressure after a reply or two (the model has none)
     max_frame_size = None  # the model has no frame limit
 
     def __init__(self, actor: Actor) -> None:
@@ -251,7 +260,14 @@ class Played:
 async def play(chat: ChatLike, actor: Actor, idle: Callable[[], None]) -> Played:
     """Run *chat* over memory streams, feeding it the script's reads one at a time."""
     script = actor.script
-    client, server = trio.testing.memory_stream_pair()
+    to_handler, handler_in = trio.testing.memory_stream_one_way_pair()
+    back: tuple[trio.abc.SendStream, trio.abc.ReceiveStream]
+    if script.slow_peer:
+        back = trio.testing.lockstep_stream_one_way_pair()
+    else:
+        back = trio.testing.memory_stream_one_way_pair()
+    client = trio.StapledStream(to_handler, back[1])
+    server = trio.StapledStream(back[0], handler_in)
     wire = RecordingStream(server)
     received = bytearray()
     end = "returned"
@@ -270,7 +286,7 @@ async def play(chat: ChatLike, actor: Actor, idle: Callable[[], None]) -> Played
         done.set()
 
     async def reader() -> None:
-        while data := await client.receive_some():
+        while data := await client.receive_some(3 if script.slow_peer else None):
             received.extend(data)
 
     async def settle() -> None:
@@ -404,6 +420,7 @@ def scripts(draw: st.DrawFn) -> Script:
             )
         ),
         end=draw(st.sampled_from(["eof", "eof", "cancel"])),
+        slow_peer=draw(st.booleans()),
     )
 
 
