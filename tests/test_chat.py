@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from email.parser import BytesHeaderParser
+from functools import partial
 from typing import Any
 
 import pytest
@@ -776,3 +777,82 @@ async def test_idle_timeout_closes_a_peer_that_neither_sends_nor_reads(
     assert "no input and a blocked write for 10.0 seconds (idle_timeout)" in caplog.text
     while await client.receive_some():  # the server's end is closed: EOF follows
         pass
+
+
+async def test_frame_timeout_closes_a_trickling_peer_not_a_quiet_one(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    ended: list[BaseException | None] = []
+
+    class Echo(AsyncChat):
+        frame_timeout = 5.0
+
+        def __init__(self, stream: trio.abc.Stream) -> None:
+            super().__init__(stream)
+            self.set_terminator(b"\n")
+            self.pieces: list[bytes] = []
+
+        def collect_incoming_data(self, data: bytes) -> None:
+            self.pieces.append(data)
+
+        def found_terminator(self) -> None:
+            self.push(b"".join(self.pieces) + b"\n")
+            self.pieces.clear()
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            ended.append(exc)
+
+    caplog.set_level(logging.INFO, logger="trio_chat")
+    client, server = trio.testing.memory_stream_pair()
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(Echo(server).run)
+            await client.send_all(b"hi\n")
+            assert await client.receive_some() == b"hi\n"
+            await trio.sleep(60)  # quiet between frames: no limit
+            started = trio.current_time()
+            for byte in b"slow line that never ends":
+                await client.send_all(bytes([byte]))
+                await trio.sleep(1.0)
+                if ended:
+                    break
+            assert await client.receive_some() == b""  # closed
+            assert 5.0 <= trio.current_time() - started <= 6.0
+    assert len(ended) == 1
+    assert isinstance(ended[0], trio.TooSlowError)
+    assert "(frame_timeout)" in caplog.text
+
+
+async def test_close_when_done_with_unread_pipelined_input_is_not_a_reset() -> None:
+    # Over TCP, closing a socket with input unread sends a reset, which makes the peer's kernel
+    # drop the reply it has not read yet. The lingering close reads that input first.
+    reply = b"r" * (1 << 20)
+
+    class Quit(AsyncChat):
+        def __init__(self, stream: trio.abc.Stream) -> None:
+            super().__init__(stream)
+            self.set_terminator(b"\n")
+
+        def collect_incoming_data(self, data: bytes) -> None:
+            pass
+
+        def found_terminator(self) -> None:
+            self.push(reply)
+            self.close_when_done()  # the pipelined input after QUIT is never processed
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await Quit(stream).run()
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            await client.send_all(b"QUIT\n" + b"pipelined\n" * 10_000)
+            await trio.sleep(0.2)  # the server has closed its side by now, input unread
+            received = bytearray()
+            while data := await client.receive_some(65536):
+                received += data
+            assert received == reply
+            await client.aclose()
+            nursery.cancel_scope.cancel()

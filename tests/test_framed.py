@@ -862,3 +862,49 @@ async def test_the_line_totals_example() -> None:
                 await peer.send_all(b"a 1\na 2")  # the input ends inside a line
                 await peer.send_eof()
                 assert await peer.receive_some() == b""  # no totals
+
+
+async def test_frame_timeout_bounds_a_trickled_frame_not_the_pause_between_frames(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, server = trio.testing.memory_stream_pair()
+    framed = FramedStream(server)
+    framed.frame_timeout = 5.0
+
+    async def trickle(data: bytes, every: float) -> None:
+        for byte in data:
+            await client.send_all(bytes([byte]))
+            await trio.sleep(every)
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            # Whole frames with long pauses between them: the clock only runs inside a frame.
+            await client.send_all(b"one\n")
+            assert await framed.receive_until(b"\n") == b"one"
+            await trio.sleep(30)
+            nursery.start_soon(trickle, b"two\n", 1.0)  # 4 s for the frame: in time
+            assert await framed.receive_until(b"\n") == b"two"
+            await trio.sleep(30)
+            nursery.start_soon(trickle, b"x" * 20, 1.0)  # one byte a second, no end
+            started = trio.current_time()
+            with pytest.raises(trio.TooSlowError):
+                await framed.receive_until(b"\n")
+            assert trio.current_time() - started <= 5.0
+            nursery.cancel_scope.cancel()
+    # Every byte that arrived stays readable.
+    assert (await framed.receive_some()).startswith(b"xxxx")
+
+
+async def test_frame_timeout_counts_from_bytes_left_over_from_an_earlier_read(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, server = trio.testing.memory_stream_pair()
+    framed = FramedStream(server)
+    framed.frame_timeout = 5.0
+    with trio.fail_after(60):
+        await client.send_all(b"one\ntw")  # the next frame starts in the same read
+        assert await framed.receive_until(b"\n") == b"one"
+        started = trio.current_time()
+        with pytest.raises(trio.TooSlowError):
+            await framed.receive_until(b"\n")
+        assert trio.current_time() - started == pytest.approx(5.0)

@@ -551,11 +551,12 @@ async def _close_stream(stream: trio.abc.Stream | None, *, graceful: bool) -> No
     if graceful:
         with trio.move_on_after(_GRACEFUL_CLOSE_TIMEOUT):
             try:
-                if isinstance(stream, trio.abc.HalfCloseableStream):
+                if isinstance(stream, trio.SocketStream):
                     # A lingering close: our EOF first, then what the peer still sends (a
                     # pipelined request, say) is read and dropped until its EOF. Closing a TCP
                     # socket with unread input sends a reset, and a reset makes the peer's
-                    # kernel discard the replies it has not read yet.
+                    # kernel discard the replies it has not read yet. (Other streams, memory
+                    # streams say, lose nothing by closing with input unread.)
                     await stream.send_eof()
                     budget = _LINGER_BYTES
                     while budget > 0 and (data := await stream.receive_some(_LINGER_READ)):

@@ -138,7 +138,16 @@ class FramedStream(trio.abc.Stream):
             delimiter (None: no limit, which lets a peer that never sends the delimiter make
             the buffer grow without bound).
         receive_size: the most bytes one read of *stream* asks for.
+
+    Attributes:
+        frame_timeout: seconds within which a frame must be complete once its first bytes
+            arrived (None, the default: no limit), however steadily they trickle in: a defence
+            against peers that hold a connection by sending a byte now and then. When it
+            passes, the receive call raises :class:`trio.TooSlowError`; the bytes stay with
+            the stream. Settable on the class or on one stream.
     """
+
+    frame_timeout: float | None = None
 
     @overload
     def __new__(
@@ -201,6 +210,9 @@ class FramedStream(trio.abc.Stream):
         self._wanted: object = None  # the terminator of that request, for IncompleteFrameError
         self._last_delimiter: bytes | None = None
         self._unscheduled = 0  # calls served from the buffer since the last schedule point
+        # With frame_timeout: when the bytes of the frame under way began to arrive (the time
+        # of the read that brought them), None between frames.
+        self._frame_began: float | None = None
         self._closed = False
         self._receive_guard = _ConflictDetector(
             "another task is already receiving from this FramedStream"
@@ -479,14 +491,21 @@ class FramedStream(trio.abc.Stream):
         taken = take()
         if taken is None:
             self._unscheduled = 0
+            timeout = self.frame_timeout
             while taken is None:
                 # The wrapped stream's receive_some checkpoints, even on errors.
-                data = await self._stream.receive_some(self._receive_size)
+                if timeout is None:
+                    data = await self._stream.receive_some(self._receive_size)
+                else:
+                    data = await self._receive_in_time()
                 if data:
                     self._buffer.feed(data)
                 else:
                     self._buffer.feed_eof()
                 taken = take()
+            if timeout is not None:
+                # Bytes left over belong to the next frame: it began with the read just made.
+                self._frame_began = trio.current_time() if self.buffered else None
         else:
             self._unscheduled += 1
             if self._unscheduled >= _FRAMES_PER_CHECKPOINT:
@@ -494,6 +513,21 @@ class FramedStream(trio.abc.Stream):
                 # Cannot be cancelled: the frame is already taken from the buffer.
                 await trio.lowlevel.cancel_shielded_checkpoint()
         return taken
+
+    async def _receive_in_time(self) -> bytes | bytearray:
+        """One read of the wrapped stream, within the frame's deadline (``frame_timeout``)."""
+        timeout = self.frame_timeout
+        assert timeout is not None
+        now = trio.current_time()
+        began = self._frame_began
+        if began is None:
+            if not self.buffered:  # between frames: the clock starts with the next bytes
+                data = await self._stream.receive_some(self._receive_size)
+                self._frame_began = trio.current_time()
+                return data
+            began = self._frame_began = now
+        with trio.fail_at(began + timeout):
+            return await self._stream.receive_some(self._receive_size)
 
 
 class HalfCloseableFramedStream(FramedStream, trio.abc.HalfCloseableStream):
