@@ -22,10 +22,10 @@ from trio_chat import (
     DEFAULT_MAX_FRAME_SIZE,
     AsyncChat,
     FrameTooLongError,
+    async_chat,
     find_prefix_at_end,
     simple_producer,
 )
-from trio_chat._async_chat import async_chat
 from trio_chat.testing import exchange
 
 HOST = "127.0.0.1"
@@ -409,11 +409,6 @@ async def test_handle_close_after_an_idle_timeout(autojump_clock: trio.testing.M
     await client.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AsyncChat does not call connection_lost() when run() is cancelled from outside"
-    " (REQUESTS.md, COMPAT)",
-)
 async def test_handle_close_when_run_is_cancelled() -> None:
     chat = Scripted()
     client, server = trio.testing.memory_stream_pair()
@@ -504,11 +499,13 @@ async def test_a_large_push_is_written_in_pieces_of_ac_out_buffer_size() -> None
     wire = RecordingStream(server)
     chat.push(data)
     chat.close_when_done()
+    received = b""
     with trio.fail_after(TIMEOUT):
-        await chat.run(wire)
-        received = b""
-        while chunk := await client.receive_some():
-            received += chunk
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run, wire)
+            while chunk := await client.receive_some():
+                received += chunk
+            await client.aclose()  # the peer's EOF ends the lingering close at once
     assert received == data
     assert max(map(len, wire.sent)) == 1000
 
@@ -534,9 +531,7 @@ async def test_push_with_producer_of_bytes_does_not_call_push() -> None:
 SERVER_QUIT = b"QUIT\n"
 
 
-async def echo_peer(
-    listener: trio.SocketListener, chunk_size: int, release: trio.Event | None, got: list[bytes]
-) -> None:
+async def echo_peer(listener: trio.SocketListener, chunk_size: int, got: list[bytes]) -> None:
     async with listener, await listener.accept() as stream:
         data = b""
         while SERVER_QUIT not in data:
@@ -545,14 +540,12 @@ async def echo_peer(
                 break
             data += chunk
         got.append(data)
-        if release is not None:
-            await release.wait()
         data = data.replace(SERVER_QUIT, b"")
         try:
             for start in range(0, len(data), chunk_size):
                 await stream.send_all(data[start : start + chunk_size])
         except trio.BrokenResourceError:
-            pass  # the client has gone (test_close_when_done)
+            pass  # the client has gone
 
 
 class EchoClient(async_chat):
@@ -585,11 +578,10 @@ async def echo_session(
     received."""
     [listener] = await trio.open_tcp_listeners(0, host=HOST)
     port = listener.socket.getsockname()[1]
-    release = trio.Event() if close_when_done else None
     got: list[bytes] = []
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(echo_peer, listener, chunk_size, release, got)
+            nursery.start_soon(echo_peer, listener, chunk_size, got)
             sock = await trio.to_thread.run_sync(socket.create_connection, (HOST, port))
             client = EchoClient(terminator, sock)
             for item in pushes:
@@ -600,8 +592,6 @@ async def echo_session(
             if close_when_done:
                 client.close_when_done()
             await client.run()
-            if release is not None:
-                release.set()
     return client, got[0]
 
 
@@ -639,7 +629,7 @@ async def test_asynchat_string_producer() -> None:
     got: list[bytes] = []
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(echo_peer, listener, 1, None, got)
+            nursery.start_soon(echo_peer, listener, 1, got)
             stream = await trio.open_tcp_stream(HOST, listener.socket.getsockname()[1])
             client = EchoClient(b"\n", stream)  # a trio stream is as good as a socket
             client.push_with_producer(data + SERVER_QUIT)
@@ -676,9 +666,9 @@ def test_asynchat_find_prefix_at_end() -> None:
     assert find_prefix_at_end(b"qwertydkjf", b"\r\n") == 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the LEAD switches trio_chat.async_chat to this class (REQUESTS.md)"
-)
-def test_trio_chat_async_chat_is_this_class() -> None:
+def test_async_chat_is_public_and_its_own_class() -> None:
     assert trio_chat.async_chat is async_chat
-    assert trio_chat.async_chat.__module__ == "trio_chat"
+    assert async_chat is not AsyncChat
+    assert issubclass(async_chat, AsyncChat)
+    assert async_chat.__module__ == "trio_chat"
+    assert "async_chat" in trio_chat.__all__
