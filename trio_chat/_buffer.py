@@ -323,7 +323,11 @@ class TerminatorBuffer:
         return data[pos:end]
 
     def clear(self) -> bytes:
-        """Drop every byte fed but not yet handed over (and a terminator not yet reported).
+        """Drop every byte fed but not yet handed over.
+
+        A terminator already consumed with the data handed over before it is still reported
+        (it is not input any more), as asynchat calls ``found_terminator()`` after a
+        ``discard_buffers()`` in ``collect_incoming_data()``.
 
         Returns:
             The dropped bytes, for a driver that wants to hand them to someone else.
@@ -332,7 +336,6 @@ class TerminatorBuffer:
         self._data = b""
         self._pos = 0
         self._pending.clear()
-        self._found = None
         self._reader.restart()
         return dropped
 

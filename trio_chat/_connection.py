@@ -31,6 +31,7 @@ import inspect
 import logging
 import math
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -39,6 +40,9 @@ import trio
 from ._buffer import END_OF_INPUT, NEED_DATA, TerminatorBuffer
 from ._output import CLOSE, Output, TLSSwitch
 from ._util import peer_name
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from ._chat import AsyncChat
@@ -237,6 +241,9 @@ class Connection:
     def ended_by(self, exc: BaseException) -> None:
         """``run()`` is left by *exc*: cancelled from outside, KeyboardInterrupt, a bug."""
         if self.reason is None:
+            # The nursery wraps a cancellation from outside in a group: unwrap it.
+            while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                exc = exc.exceptions[0]
             self.reason = exc
 
     async def end(self) -> None:
@@ -370,7 +377,7 @@ class Connection:
                     out.pop()
                 else:
                     out.pop()
-                    await out.write_producer(head, send)
+                    await out.write_producer(head, send, self.handler.ac_out_buffer_size)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._lost(exc)
         except _StalledError:

@@ -144,24 +144,38 @@ class Output:
                     parts.append(data)
                     size += len(data)
                 data = b"".join(parts)
-            generation = self.generation
-            if size <= chunk:
-                await send(data)
-                if generation == self.generation:
-                    self._set_queued(self.queued - size)
-                continue
-            view = memoryview(data)
-            for start in range(0, size, chunk):
-                piece = view[start : start + chunk]
-                await send(piece)
-                if generation != self.generation:
-                    break
-                self._set_queued(self.queued - len(piece))
+            await self._write_pieces(data, send, chunk, counted=True)
         return None
 
-    async def write_producer(self, producer: Any, send: Send) -> None:
-        """Pull *producer* and write what it gives, each piece only after the previous one was
-        written; stops early when the queue is discarded."""
+    async def _write_pieces(self, data: Any, send: Send, chunk: int, *, counted: bool) -> bool:
+        """Write *data* in pieces of at most *chunk* bytes, as asynchat did, so a
+        ``discard_buffers()`` takes effect between pieces; returns False if it did.
+
+        *counted*: the bytes are in ``queued`` (pushed bytes), to be taken off as written.
+        """
+        generation = self.generation
+        size = len(data)
+        if size <= chunk:
+            await send(data)
+            if generation != self.generation:
+                return False
+            if counted:
+                self._set_queued(self.queued - size)
+            return True
+        view = memoryview(data)
+        for start in range(0, size, chunk):
+            piece = view[start : start + chunk]
+            await send(piece)
+            if generation != self.generation:
+                return False
+            if counted:
+                self._set_queued(self.queued - len(piece))
+        return True
+
+    async def write_producer(self, producer: Any, send: Send, chunk: int) -> None:
+        """Pull *producer* and write what it gives (in pieces of at most *chunk* bytes), each
+        piece only after the previous one was written; stops early when the queue is
+        discarded."""
         generation = self.generation
         what = f"data from producer {producer!r}"
         more = getattr(producer, "more", None)
@@ -170,25 +184,25 @@ class Output:
                 data = as_bytes(more(), what)
                 if not data:
                     return
-                await send(data)
+                await self._write_pieces(data, send, chunk, counted=False)
         elif isinstance(producer, AsyncIterable):
-            chunks = aiter(producer)
+            pieces = aiter(producer)
             try:
-                async for chunk in chunks:
-                    data = as_bytes(chunk, what)
-                    if data:
-                        await send(data)
+                async for piece in pieces:
+                    data = as_bytes(piece, what)
+                    if data and not await self._write_pieces(data, send, chunk, counted=False):
+                        return
                     if generation != self.generation:
                         return
             finally:
                 # Finalise an async generator here, in its task, not later in the GC.
-                aclose = getattr(chunks, "aclose", None)
+                aclose = getattr(pieces, "aclose", None)
                 if aclose is not None:
                     await aclose()
         else:
-            for chunk in producer:
-                data = as_bytes(chunk, what)
-                if data:
-                    await send(data)
+            for piece in producer:
+                data = as_bytes(piece, what)
+                if data and not await self._write_pieces(data, send, chunk, counted=False):
+                    return
                 if generation != self.generation:
                     return
