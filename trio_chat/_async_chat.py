@@ -82,6 +82,8 @@ class async_chat(AsyncChat):  # noqa: N801  (asynchat's name, so that only the i
             that run them, so there is nothing to register.
 
     Attributes:
+        peer: the peer's name for log messages (as :attr:`AsyncChat.peer`) until the handler
+            assigns a value of its own, which the base never reads.
         addr: the peer's address (``getpeername()``) for a socket stream, set when the
             handler is created with one or when :meth:`run` starts, unless the subclass has set
             it; None for other streams.
@@ -169,10 +171,10 @@ class async_chat(AsyncChat):  # noqa: N801  (asynchat's name, so that only the i
     # ------------------------------------------------------------------ controls
 
     def close_when_done(self) -> None:
+        """As :meth:`AsyncChat.close_when_done`; :meth:`handle_close` is called once it is done,
+        and later pushes are dropped."""
         self.__close_requested = True
         super().close_when_done()
-
-    close_when_done.__doc__ = AsyncChat.close_when_done.__doc__
 
     def push(self, data: bytes | bytearray | memoryview) -> None:
         """Queue *data* to be sent, as :meth:`AsyncChat.push`; on a closed or closing
