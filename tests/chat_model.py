@@ -16,10 +16,9 @@ read and believed. asynchat's semantics, with the rules ``notes/CORE_API.md`` ad
   producers only when it reaches them. ``close()`` and ``discard_buffers()`` bump the generation:
   items of an older one are skipped (a producer stops between pieces).
 * ``close_when_done()`` queues a close marker: output queued before it is written, then the
-  stream is closed, lingering: our EOF, then the peer's input is read and dropped until its EOF
-  (bounded), so that unread input cannot turn the close into a reset. A hook's exception does
-  the same (what was pushed before it is written), then ``run()`` raises it. ``close()`` drops
-  the queue and closes at once.
+  stream is closed. A hook's exception does the same (what was pushed before it is written),
+  then ``run()`` raises it. ``close()`` drops the queue and closes at once. (Over TCP sockets
+  AsyncChat closes lingering, which memory streams, all the model knows, do not need.)
 * ``connection_lost(exc)`` runs exactly once, after the stream was closed: ``None`` for an orderly
   end, the hook's exception, or the ``trio.Cancelled`` of a cancellation from outside.
 
@@ -32,7 +31,6 @@ that as :attr:`ModelChat.expected`, checked with :func:`output_matches`.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
@@ -65,7 +63,6 @@ class ModelChat:
         self.eof = False
         self.state = "open"  # -> "closing" (flush, then close) -> "closed"
         self.error: Exception | None = None
-        self.flushed = False  # the close marker was reached
         self.scope: trio.CancelScope | None = None
         self.generation = 0
         self.send_channel, self.receive_channel = trio.open_memory_channel[tuple[int, object]](
@@ -157,28 +154,16 @@ class ModelChat:
             raise
         finally:
             self.state = "closed"
-            try:
-                if self.flushed:
-                    await self._linger(stream)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await trio.aclose_forcefully(stream)
-                result = self.connection_lost(self.error or lost)
-                if inspect.isawaitable(result):
-                    with trio.CancelScope(shield=True), trio.move_on_after(5):
-                        await result
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+            result = self.connection_lost(self.error or lost)
+            if inspect.isawaitable(result):
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await result
         if self.error is not None:
             raise self.error
 
     # ------------------------------------------------------------- internals
-
-    async def _linger(self, stream: trio.abc.Stream) -> None:
-        """Our EOF, then drop the peer's input until its EOF (for at most two seconds)."""
-        if isinstance(stream, trio.abc.HalfCloseableStream):
-            with trio.move_on_after(2), contextlib.suppress(trio.BrokenResourceError):
-                await stream.send_eof()
-                while await stream.receive_some():
-                    pass
 
     def _enqueue(self, item: object, content: bytes) -> None:
         if self.state != "open":
@@ -272,7 +257,6 @@ class ModelChat:
                     continue  # dropped by close() or discard_buffers()
                 if item is _CLOSE:
                     self.state = "closed"
-                    self.flushed = True
                     assert self.scope is not None
                     self.scope.cancel()
                     return
