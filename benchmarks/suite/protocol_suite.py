@@ -441,7 +441,8 @@ def spread(results: dict[str, Any]) -> str:
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
-    """One horizontal bar chart per figure: medians, labelled with the CPU per request."""
+    """One horizontal bar chart per figure: the server's CPU time per request (the figure that
+    a busy machine disturbs least), labelled with the client's throughput."""
     plt: Any = importlib.import_module("matplotlib.pyplot")
     figures, servers = _measured(results)
     cols = 4
@@ -454,21 +455,22 @@ def chart(results: dict[str, Any], path: Path) -> None:
         "redis_server": "#2ca02c",
     }
     for ax, f in zip(axes.flat, figures, strict=False):
-        present = [s for s in servers if _median(results, "values", f.key, s) is not None]
-        values = [_median(results, "values", f.key, s) or 0.0 for s in present]
+        present = [s for s in servers if _median(results, "cpu_us", f.key, s) is not None]
         cpu = [_median(results, "cpu_us", f.key, s) or 0.0 for s in present]
-        scale, unit = (1e3, f"thousand {f.unit}") if max(values) >= 1e4 else (1.0, f.unit)
+        rates = [_median(results, "values", f.key, s) or 0.0 for s in present]
         bars = ax.barh(
             [SHORT[s] for s in present],
-            [v / scale for v in values],
+            cpu,
             color=[colors.get(s, "#1f77b4") for s in present],
         )
-        labels = [f"{fmt_rate(v)}, {fmt_cpu(c)} us" for v, c in zip(values, cpu, strict=True)]
+        labels = [f"{fmt_cpu(c)} us, {fmt_rate(r)}/s" for c, r in zip(cpu, rates, strict=True)]
         ax.bar_label(bars, labels=labels, fontsize=7, padding=2)
         ax.invert_yaxis()
-        ax.margins(x=0.45)
+        ax.margins(x=0.5)
+        per = "message" if f.workload == "smtp" else "request"
         ax.set_title(
-            f"{TITLES[f.workload]}: {f.title}\n{unit} (label: server CPU per request)", fontsize=8
+            f"{TITLES[f.workload]}: {f.title}\nserver CPU us per {per} (lower is better)",
+            fontsize=8,
         )
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(figures) :]:
@@ -477,7 +479,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     fig.suptitle(
         f"trio_chat protocol benchmarks (real clients): medians of {results['runs']} runs, "
         f"{m['python']}, trio {m['versions']['trio']}, trio_chat at {results.get('commit', '?')}, "
-        f"{m['cpu']} (server and client on one CPU)",
+        f"{m['cpu']}; labels: CPU per request, then the client's throughput",
         fontsize=9,
     )
     fig.tight_layout()
@@ -504,7 +506,18 @@ def section(results: dict[str, Any], chart_path: str) -> list[str]:
     cpu = results["cpu"]
     pinned = f"both pinned to CPU {cpu}" if cpu >= 0 else "not pinned"
     size = results["size"]
-    counts = ", ".join(f"{f.requests(size):,} for {f.workload.upper()} {f.title}" for f in FIGURES)
+    counts = "; ".join(
+        f"{w.upper()} "
+        + ", ".join(
+            dict.fromkeys(
+                f"{f.requests(size):,} ({f.title.removeprefix(f.test + ', ')})"
+                for f in FIGURES
+                if f.workload == w and f.key in results["figures"]
+            )
+        )
+        for w in PROTOCOL_WORKLOADS
+        if any(f.workload == w and f.key in results["figures"] for f in FIGURES)
+    )
     notes = [
         f"* ``{key}``: {reason.strip().splitlines()[0] if reason.strip() else '?'}"
         for key, reason in sorted({**results["skipped"], **results["failed"]}.items())
@@ -563,8 +576,8 @@ def section(results: dict[str, Any], chart_path: str) -> list[str]:
             "over many reads, protocol errors; HTTP bodies echoed; SMTP messages intact), then "
             "runs each figure; after each ``SET`` run a ``GET`` must return redis-benchmark's "
             "value, ``ab`` must report every request complete, kept alive and 2xx, and "
-            "``smtplib`` checks every message's length and CRC-32. Requests per figure: "
-            f"{counts}; every client run is also bounded in time."
+            "``smtplib`` checks every message's length and CRC-32. Requests (messages) per client "
+            f"run: {counts}; every client run is also bounded in time."
         ),
         "",
         *_wrap(
@@ -581,9 +594,10 @@ def section(results: dict[str, Any], chart_path: str) -> list[str]:
         "",
         *_wrap(
             "Server CPU time per request (microseconds; per message for SMTP), from "
-            "``/proc/<pid>/stat`` before and after each client run. Client and server share one "
-            "CPU, so throughput also pays for the client; this figure is the server's alone, and "
-            "it moves much less than throughput when the machine is busy:"
+            "``/proc/<pid>/task/*/schedstat`` before and after each client run. Client and "
+            "server share one CPU, so throughput also pays for the client; this figure is the "
+            "server's alone, and it moves much less than throughput when the machine is busy "
+            "(compare the spreads below):"
         ),
         "",
         *t["cpu"],
@@ -612,7 +626,8 @@ def section(results: dict[str, Any], chart_path: str) -> list[str]:
         out += ["Not measured:", "", *(line for n in notes for line in _wrap(n, "  ")), ""]
     out += [
         f".. image:: {chart_path}",
-        "   :alt: Bar charts of the medians per protocol workload and server",
+        "   :alt: Bar charts of the server CPU time per request for each protocol workload and"
+        " server",
         "",
         END,
     ]

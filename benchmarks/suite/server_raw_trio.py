@@ -239,37 +239,52 @@ async def http(stream: trio.SocketStream) -> None:
             waiting = len(data) - used
 
 
+END_OF_DATA: Final = b"\r\n.\r\n"
+
+
 async def smtp(stream: trio.SocketStream) -> None:
     session = SmtpSession()
     await stream.send_all(GREETING)
-    buffer = bytearray()
-    searched = 0  # where the search for the message's end resumes (linear in its length)
+    rest = b""  # an unfinished command line
+    pieces: list[bytes] = []  # the message so far, one piece per read: joined once at its end
+    size = 0
+    tail = b""  # its last 4 bytes: the end of the data may straddle two reads
     while not session.closing and (data := await stream.receive_some(READ_SIZE)):
-        buffer += data
+        if rest:
+            data, rest = rest + data, b""
         replies = []
         pos = 0
         while not session.closing:
             if session.in_data:
-                end = buffer.find(b"\r\n.\r\n", max(pos, searched - 4))
+                # The earliest end: one that starts in the pieces before, or one in this read.
+                back = 0
+                if tail and (i := (tail + data[pos : pos + 4]).find(END_OF_DATA)) >= 0:
+                    back = len(tail) - i  # bytes of the end that are in the pieces
+                    end = pos
+                else:
+                    end = data.find(END_OF_DATA, pos)
                 if end < 0:
-                    if len(buffer) - pos > MAX_MESSAGE:
+                    pieces.append(data[pos:] if pos else data)
+                    size += len(data) - pos
+                    if size > MAX_MESSAGE:
                         raise TooLongError
-                    searched = len(buffer)
+                    tail = (tail + data[pos:])[-4:]
                     break
-                replies.append(session.message(bytes(memoryview(buffer)[pos:end])))
-                pos = end + 5
-                searched = 0
+                message = b"".join([*pieces, data[pos:end]])
+                replies.append(session.message(message[: len(message) - back]))
+                pos = end + 5 - back
+                pieces.clear()
+                size = 0
+                tail = b""
             else:
-                eol = buffer.find(b"\r\n", pos)
+                eol = data.find(b"\r\n", pos)
                 if eol < 0:
-                    if len(buffer) - pos > MAX_COMMAND:
+                    if len(data) - pos > MAX_COMMAND:
                         raise TooLongError
+                    rest = data[pos:]
                     break
-                replies.append(session.command(bytes(buffer[pos:eol])))
+                replies.append(session.command(data[pos:eol]))
                 pos = eol + 2
-                searched = pos
-        del buffer[:pos]
-        searched -= pos
         if replies:
             await stream.send_all(b"".join(replies))
 
