@@ -273,7 +273,8 @@ class TerminatorBuffer:
 
     @property
     def last_terminator(self) -> bytes | int | None:
-        """What matched at the last terminator :meth:`deliver` reported (None before one)."""
+        """What matched at the last terminator :meth:`deliver`, :meth:`take_frame` or
+        :meth:`next_frames` reported (None before one)."""
         return self._last
 
     # --------------------------------------------------------------------- input
@@ -475,8 +476,30 @@ class TerminatorBuffer:
         """:meth:`next_frames` without allocations beyond the frames: appends them to *frames*
         and returns the last one's terminator (bytes or count), or the signal when none was
         complete."""
-        last: bytes | int | Signal = NEED_DATA
-        find = self._reader.find  # nothing here can change the terminator
+        while True:
+            try:
+                frame = self.take_frame(pieces)
+            except FrameTooLongError:
+                if frames:
+                    return self._last  # type: ignore[return-value]  # the frames first
+                raise
+            if frame.__class__ is not bytes:
+                return self._last if frames else frame  # type: ignore[return-value]
+            frames.append(frame)
+            if len(frames) == max_frames:
+                return self._last  # type: ignore[return-value]
+
+    def take_frame(self, pieces: list[bytes]) -> bytes | Signal:
+        """The next complete frame, or :data:`NEED_DATA` / :data:`END_OF_INPUT` when none is.
+
+        The pull-style primitive (:meth:`take_frames` and :class:`~trio_chat.FramedStream` are
+        built on it). *pieces* holds the data of the current frame handed over so far: it is
+        joined in front of the frame, and the data of a frame that is not complete yet is
+        appended to it. :attr:`last_terminator` tells what ended the frame.
+
+        Raises:
+            FrameTooLongError: as :meth:`next_event`.
+        """
         while True:
             term = self._found
             if term is None:
@@ -485,31 +508,24 @@ class TerminatorBuffer:
                 data = self._data
                 pos = self._pos
                 if pos == len(data):
-                    return last if frames else (END_OF_INPUT if self._eof else NEED_DATA)
-                try:
-                    end, self._pos, term = find(data, pos, self._eof, self._max_frame_size)
-                except FrameTooLongError:
-                    if frames:
-                        return last  # the frames first; the next call raises it again
-                    raise
-                if term is not None and not pieces:
-                    frames.append(data[pos:end])  # the whole frame in this data object
-                else:
-                    if end > pos:
-                        pieces.append(data[pos:end])
-                    if term is None:
-                        if end == pos:
-                            return last if frames else (END_OF_INPUT if self._eof else NEED_DATA)
-                        continue
-                    frames.append(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-                    pieces.clear()
+                    return END_OF_INPUT if self._eof else NEED_DATA
+                end, self._pos, term = self._reader.find(data, pos, self._eof, self._max_frame_size)
+                if term is None:
+                    if end == pos:  # all held back
+                        return END_OF_INPUT if self._eof else NEED_DATA
+                    pieces.append(data[pos:end])
+                    continue
+                if not pieces:  # the whole frame is in this data object
+                    self._last = term
+                    return data[pos:end]
+                if end > pos:
+                    pieces.append(data[pos:end])
             else:
                 self._found = None
-                frames.append(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-                pieces.clear()
-            last = term
-            if len(frames) == max_frames:
-                return last
+            self._last = term
+            frame = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            pieces.clear()
+            return frame
 
     def __repr__(self) -> str:
         return (

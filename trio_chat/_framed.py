@@ -20,7 +20,7 @@ import operator
 import re
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Final, SupportsIndex, TypeAlias, TypeVar, cast, overload
+from typing import Final, NoReturn, SupportsIndex, TypeAlias, TypeVar, cast, overload
 
 import trio
 
@@ -282,7 +282,12 @@ class FramedStream(trio.abc.Stream):
             if key != self._key:
                 _check_delimiter(delimiter)
                 self._begin(key, delimiter, limit)
-            return await self._receive(self._next_frame)
+            # _receive() inlined for a frame already buffered: one coroutine less per frame.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            frame = self._take_buffered(self._next_frame)
+            if frame is None:
+                return await self._receive(self._next_frame)
+            return frame
 
     async def receive_frames(
         self,
@@ -367,7 +372,10 @@ class FramedStream(trio.abc.Stream):
             key = ("exactly", n)
             if key != self._key:
                 self._begin(key, n, None)
-            frame = await self._receive(self._next_frame)
+            await trio.lowlevel.checkpoint_if_cancelled()  # as in receive_until()
+            frame = self._take_buffered(self._next_frame)
+            if frame is None:
+                frame = await self._receive(self._next_frame)
             self._key = None  # a satisfied count leaves the buffer with no terminator
             return frame
 
@@ -443,7 +451,8 @@ class FramedStream(trio.abc.Stream):
         if self._pieces:
             self._rewind()
         self._buffer.set_terminator(terminator)
-        self._buffer.max_frame_size = limit
+        if terminator.__class__ is not int:  # a count ignores the limit: leave it as it is
+            self._buffer.max_frame_size = limit
         self._key = key
         self._wanted = terminator
 
@@ -455,8 +464,29 @@ class FramedStream(trio.abc.Stream):
 
     def _next_frame(self) -> bytes | None:
         """Take the next complete frame from the buffer, or None if more input is needed."""
-        frames = self._next_frames(1)
-        return frames[0] if frames else None
+        buffer = self._buffer
+        try:
+            frame = buffer.take_frame(self._pieces)
+        except FrameTooLongError:
+            self._rewind()  # every byte stays readable
+            raise
+        if frame.__class__ is bytes:
+            last = buffer.last_terminator
+            if last.__class__ is bytes:
+                self._last_delimiter = last
+            return frame
+        if frame is END_OF_INPUT:
+            self._end_of_input()
+        return None
+
+    def _end_of_input(self) -> NoReturn:
+        self._key = None
+        pieces = self._pieces
+        if pieces:
+            partial = b"".join(pieces)
+            pieces.clear()
+            raise IncompleteFrameError(partial, self._wanted)
+        raise trio.EndOfChannel("the input ended (between frames)")
 
     def _next_frames(self, max_frames: int | None) -> list[bytes]:
         """Take the complete frames from the buffer: none means more input is needed."""
@@ -471,12 +501,7 @@ class FramedStream(trio.abc.Stream):
             if last.__class__ is bytes:
                 self._last_delimiter = last
         elif last is END_OF_INPUT:
-            self._key = None
-            if pieces:
-                partial = b"".join(pieces)
-                pieces.clear()
-                raise IncompleteFrameError(partial, self._wanted)
-            raise trio.EndOfChannel("the input ended (between frames)")
+            self._end_of_input()
         return frames
 
     async def _receive(self, take: Callable[[], _T | None]) -> _T:
@@ -490,28 +515,44 @@ class FramedStream(trio.abc.Stream):
         self._check_open()
         taken = take()
         if taken is None:
+            return await self._read_until_taken(take)
+        self._unscheduled += 1
+        if self._unscheduled >= _FRAMES_PER_CHECKPOINT:
             self._unscheduled = 0
-            timeout = self.frame_timeout
-            while taken is None:
-                # The wrapped stream's receive_some checkpoints, even on errors.
-                if timeout is None:
-                    data = await self._stream.receive_some(self._receive_size)
-                else:
-                    data = await self._receive_in_time()
-                if data:
-                    self._buffer.feed(data)
-                else:
-                    self._buffer.feed_eof()
-                taken = take()
-            if timeout is not None:
-                # Bytes left over belong to the next frame: it began with the read just made.
-                self._frame_began = trio.current_time() if self.buffered else None
-        else:
+            # Cannot be cancelled: the frame is already taken from the buffer.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return taken
+
+    def _take_buffered(self, take: Callable[[], _T | None]) -> _T | None:
+        """``take()`` for a call that has passed its cancel point, when that is all it needs:
+        None when it must read, or when a schedule point is due (``_receive`` does both)."""
+        if self._closed or self._unscheduled >= _FRAMES_PER_CHECKPOINT - 1:
+            return None
+        taken = take()
+        if taken is not None:
             self._unscheduled += 1
-            if self._unscheduled >= _FRAMES_PER_CHECKPOINT:
-                self._unscheduled = 0
-                # Cannot be cancelled: the frame is already taken from the buffer.
-                await trio.lowlevel.cancel_shielded_checkpoint()
+        return taken
+
+    async def _read_until_taken(self, take: Callable[[], _T | None]) -> _T:
+        """Read from the wrapped stream until ``take()`` returns something."""
+        self._unscheduled = 0
+        timeout = self.frame_timeout
+        while True:
+            # The wrapped stream's receive_some checkpoints, even on errors.
+            if timeout is None:
+                data = await self._stream.receive_some(self._receive_size)
+            else:
+                data = await self._receive_in_time()
+            if data:
+                self._buffer.feed(data)
+            else:
+                self._buffer.feed_eof()
+            taken = take()
+            if taken is not None:
+                break
+        if timeout is not None:
+            # Bytes left over belong to the next frame: it began with the read just made.
+            self._frame_began = trio.current_time() if self.buffered else None
         return taken
 
     async def _receive_in_time(self) -> bytes | bytearray:
