@@ -78,7 +78,7 @@ HANDLERS: Final[dict[str, Callable[[BufferedByteStream], Awaitable[tuple[int, in
 }
 
 
-async def serve(mode: str) -> None:
+async def serve(mode: str, port: int) -> None:
     handler = HANDLERS[mode]
 
     async def handle(raw: SocketStream) -> None:
@@ -90,7 +90,7 @@ async def serve(mode: str) -> None:
             except anyio.BrokenResourceError:
                 pass  # the load generator closed first (W6)
 
-    listener: Any = await anyio.create_tcp_listener(local_host=HOST, local_port=0)
+    listener: Any = await anyio.create_tcp_listener(local_host=HOST, local_port=port)
     announce(listener.extra(SocketAttribute.local_port))
     await listener.serve(handle)
 
@@ -98,7 +98,7 @@ async def serve(mode: str) -> None:
 def main() -> None:
     args = server_args(__doc__.splitlines()[0] if __doc__ else "")
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(serve, args.mode, backend="trio")
+        anyio.run(serve, args.mode, args.port, backend="trio")
 
 
 if __name__ == "__main__":

@@ -109,13 +109,13 @@ CHATS: Final[dict[str, type[Any]]] = {
 
 
 class Server(_Dispatcher):  # type: ignore[misc]
-    def __init__(self, chat: type[Any], channels: dict[int, Any]) -> None:
+    def __init__(self, chat: type[Any], channels: dict[int, Any], port: int) -> None:
         super().__init__(map=channels)
         self.chat = chat
         self.channels = channels
         self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
         self.set_reuse_addr()
-        self.bind((HOST, 0))
+        self.bind((HOST, port))
         self.listen(BACKLOG)
 
     def handle_accepted(self, sock: socket.socket, addr: object) -> None:
@@ -125,7 +125,7 @@ class Server(_Dispatcher):  # type: ignore[misc]
 def main() -> None:
     args = server_args(__doc__.splitlines()[0] if __doc__ else "")
     channels: dict[int, Any] = {}
-    server = Server(CHATS[args.mode], channels)
+    server = Server(CHATS[args.mode], channels, args.port)
     announce(server.socket.getsockname()[1])
     with contextlib.suppress(KeyboardInterrupt):
         # poll(), not select(): W6 holds 2,000 sockets, more than select()'s FD_SETSIZE.

@@ -155,7 +155,7 @@ HANDLERS: Final[dict[str, Handler]] = {
 LIMITS: Final = {"smtp": MAX_MESSAGE}
 
 
-async def serve(mode: str) -> None:
+async def serve(mode: str, port: int) -> None:
     handler = HANDLERS[mode]
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -168,7 +168,7 @@ async def serve(mode: str) -> None:
             writer.close()
 
     limit = LIMITS.get(mode, MAX_LINE)
-    server = await asyncio.start_server(handle, HOST, 0, backlog=BACKLOG, limit=limit)
+    server = await asyncio.start_server(handle, HOST, port, backlog=BACKLOG, limit=limit)
     announce(server.sockets[0].getsockname()[1])
     async with server:
         await server.serve_forever()
@@ -182,9 +182,9 @@ def main() -> None:
                 uvloop = importlib.import_module("uvloop")
             except ImportError:
                 skip("uvloop is not installed (`pip install uvloop`)")
-            uvloop.run(serve(args.mode))
+            uvloop.run(serve(args.mode, args.port))
         else:
-            asyncio.run(serve(args.mode))
+            asyncio.run(serve(args.mode, args.port))
     except KeyboardInterrupt:
         pass
 

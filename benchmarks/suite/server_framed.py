@@ -193,7 +193,7 @@ HANDLERS: Final[dict[str, Handler]] = {
 }
 
 
-async def serve(mode: str) -> None:
+async def serve(mode: str, port: int) -> None:
     handler = HANDLERS[mode]
 
     async def handle(raw: trio.SocketStream) -> None:
@@ -209,7 +209,7 @@ async def serve(mode: str) -> None:
 
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(
-            partial(trio.serve_tcp, handle, 0, host=HOST, backlog=BACKLOG)
+            partial(trio.serve_tcp, handle, port, host=HOST, backlog=BACKLOG)
         )
         announce(listeners[0].socket.getsockname()[1])
 
@@ -219,7 +219,7 @@ def main() -> None:
     if FramedStream is None:
         skip("this trio_chat has no FramedStream (added by issue 4)")
     with contextlib.suppress(KeyboardInterrupt):
-        trio.run(serve, args.mode)
+        trio.run(serve, args.mode, args.port)
 
 
 if __name__ == "__main__":

@@ -300,7 +300,7 @@ HANDLERS: Final[dict[str, Callable[[trio.SocketStream], Awaitable[None]]]] = {
 }
 
 
-async def serve(mode: str) -> None:
+async def serve(mode: str, port: int) -> None:
     handler = HANDLERS[mode]
 
     async def handle(stream: trio.SocketStream) -> None:
@@ -313,7 +313,7 @@ async def serve(mode: str) -> None:
 
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(
-            partial(trio.serve_tcp, handle, 0, host=HOST, backlog=BACKLOG)
+            partial(trio.serve_tcp, handle, port, host=HOST, backlog=BACKLOG)
         )
         announce(listeners[0].socket.getsockname()[1])
 
@@ -321,7 +321,7 @@ async def serve(mode: str) -> None:
 def main() -> None:
     args = server_args(__doc__.splitlines()[0] if __doc__ else "")
     with contextlib.suppress(KeyboardInterrupt):
-        trio.run(serve, args.mode)
+        trio.run(serve, args.mode, args.port)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def main() -> None:
     redis = shutil.which("redis-server")
     if redis is None:
         skip("redis-server is not installed (`apt-get install redis-server`)")
-    port = free_port()
+    port = args.port or free_port()
     announce(port)
     sys.stdout.flush()
     # --io-threads 1: every request on one thread, as in the Python servers (the default too).

@@ -4,8 +4,8 @@
 For the protocol workloads the handlers are ``RespHooks``, ``HttpHooks`` and ``SmtpHooks``:
 this file is also the RESP server to re-measure after a change in the core, on its own::
 
-    python benchmarks/suite/server_trio_chat.py --workload resp   # prints PORT <n>
-    redis-benchmark -p <n> -t set,get -P 16 -q
+    python benchmarks/suite/server_trio_chat.py --workload resp --port 6380 --cpu 1
+    taskset -c 1 redis-benchmark -p 6380 -t set,get -c 50 -P 16 -q
 """
 
 from __future__ import annotations
@@ -100,10 +100,10 @@ def no_limits() -> dict[str, Any]:
     return {name: value for name, value in wanted.items() if name in accepted}
 
 
-async def serve(mode: str) -> None:
+async def serve(mode: str, port: int) -> None:
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(
-            partial(serve_tcp, CHATS[mode], 0, host=HOST, backlog=BACKLOG, **no_limits())
+            partial(serve_tcp, CHATS[mode], port, host=HOST, backlog=BACKLOG, **no_limits())
         )
         announce(listeners[0].socket.getsockname()[1])
 
@@ -111,7 +111,7 @@ async def serve(mode: str) -> None:
 def main() -> None:
     args = server_args(__doc__ or "")
     with contextlib.suppress(KeyboardInterrupt):
-        trio.run(serve, args.mode)
+        trio.run(serve, args.mode, args.port)
 
 
 if __name__ == "__main__":

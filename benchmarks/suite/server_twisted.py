@@ -248,7 +248,7 @@ PROTOCOLS: Final[dict[str, type[Protocol]]] = {
 def main() -> None:
     args = server_args(__doc__.splitlines()[0] if __doc__ else "")
     factory = Factory.forProtocol(PROTOCOLS[args.mode])
-    port = reactor.listenTCP(0, factory, backlog=BACKLOG, interface=HOST)
+    port = reactor.listenTCP(args.port, factory, backlog=BACKLOG, interface=HOST)
     announce(port.getHost().port)
     reactor.run()  # stops on SIGINT
 

@@ -138,6 +138,7 @@ def raise_nofile_limit(wanted: int = NOFILE_WANTED) -> None:
 class ServerArgs(argparse.Namespace):
     workload: str
     cpu: int
+    port: int
     uvloop: bool
 
     @property
@@ -150,6 +151,7 @@ def server_args(description: str, *, uvloop_flag: bool = False) -> ServerArgs:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--workload", choices=WORKLOADS + PROTOCOL_WORKLOADS, required=True)
     parser.add_argument("--cpu", type=int, default=-1, help="CPU to pin to (-1: none)")
+    parser.add_argument("--port", type=int, default=0, help="port (default 0: any free one)")
     if uvloop_flag:
         parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     args = parser.parse_args(namespace=ServerArgs())
