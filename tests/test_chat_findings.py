@@ -378,22 +378,7 @@ WAYS = {
 }
 
 
-@pytest.mark.parametrize(
-    "way",
-    [
-        pytest.param(
-            way,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="cancelled from outside with the send loop running, connection_lost() "
-                "gets the nursery's BaseExceptionGroup of two Cancelled, not trio.Cancelled",
-            ),
-        )
-        if way == "cancelled, send loop started"
-        else way
-        for way in WAYS
-    ],
-)
+@pytest.mark.parametrize("way", WAYS)
 async def test_finding_6_connection_lost_is_called_once_however_the_connection_ends(
     autojump_clock: trio.testing.MockClock, way: str
 ) -> None:

@@ -185,13 +185,6 @@ class Actor:
         self.chat.close_when_done()
 
     def lost(self, exc: BaseException | None) -> None:
-        # Known: cancelled from outside with the send loop running, AsyncChat passes a group of
-        # Cancelled (pinned by test_finding_6_...[cancelled, send loop started] in
-        # test_chat_findings.py); taken here as the Cancelled it holds, so that the rest is
-        # compared. Drop this when that test passes.
-        inner: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
-        if inner and all(isinstance(e, trio.Cancelled) for e in inner):
-            exc = inner[0]
         self.log.append(("connection_lost", None if exc is None else type(exc).__name__))
 
 

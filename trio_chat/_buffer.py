@@ -410,14 +410,14 @@ class TerminatorBuffer:
                         data, pos, self._eof, self._max_frame_size
                     )
                     if end > pos:
-                        self._found = term  # still due after collect(), unless it clears it
                         result = collect(data[pos:end])
-                        if result is not None:
-                            return result
-                        term = self._found
-                        if term is None or self._interrupted:
+                        if result is not None or self._interrupted:
+                            self._found = term  # found() is still due, at the next call
+                            if result is not None:
+                                return result
                             continue
-                        self._found = None
+                        if term is None:
+                            continue
                     elif term is None:
                         return END_OF_INPUT if self._eof else NEED_DATA
                 else:

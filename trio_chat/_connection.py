@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from ._buffer import END_OF_INPUT, NEED_DATA, TerminatorBuffer
-from ._output import CLOSE, Output, TLSSwitch
+from ._output import CLOSE, Output, Send, TLSSwitch
 from ._util import peer_name
 
 if sys.version_info < (3, 11):
@@ -241,9 +241,11 @@ class Connection:
     def ended_by(self, exc: BaseException) -> None:
         """``run()`` is left by *exc*: cancelled from outside, KeyboardInterrupt, a bug."""
         if self.reason is None:
-            # The nursery wraps a cancellation from outside in a group: unwrap it.
-            while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-                exc = exc.exceptions[0]
+            # The nursery wraps a cancellation from outside in a group (one Cancelled per task
+            # it cancelled): connection_lost() gets the Cancelled itself.
+            if isinstance(exc, BaseExceptionGroup) and exc.split(trio.Cancelled)[1] is None:
+                while isinstance(exc, BaseExceptionGroup):
+                    exc = exc.exceptions[0]
             self.reason = exc
 
     async def end(self) -> None:
@@ -318,15 +320,20 @@ class Connection:
 
     # --------------------------------------------------------------- writing
 
-    async def send(self, data: Any) -> None:
-        """Write to the peer; ``idle_timeout`` bounds how long one write may stall."""
-        stream = self.stream  # read each time: start_tls() replaces it
+    def sender(self) -> Send:
+        """What writes to the peer now: the stream's ``send_all``, bounded by ``idle_timeout``
+        when it is set. Asked for again after a TLS switch, which replaces the stream."""
+        stream = self.stream
         assert stream is not None
-        timeout = self.handler.idle_timeout
-        if timeout is None:
-            await stream.send_all(data)
-            return
-        with trio.move_on_after(timeout) as scope:
+        if self.handler.idle_timeout is None:
+            return stream.send_all  # no wrapper: one coroutine less per write
+        return self._send_in_time
+
+    async def _send_in_time(self, data: Any) -> None:
+        """Write to the peer; ``idle_timeout`` bounds how long one write may stall."""
+        stream = self.stream
+        assert stream is not None
+        with trio.move_on_after(self.handler.idle_timeout) as scope:  # type: ignore[arg-type]
             await stream.send_all(data)
         if scope.cancelled_caught:
             raise _StalledError
@@ -341,7 +348,7 @@ class Connection:
         out = self.out
         try:
             wrote = bool(out.items)
-            head = await out.write_queued(self.send, self.handler.ac_out_buffer_size)
+            head = await out.write_queued(self.sender(), self.handler.ac_out_buffer_size)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._lost(exc)
             return True
@@ -360,9 +367,9 @@ class Connection:
         out = self.out
         lot = self.lot
         assert lot is not None
-        send = self.send
         try:
             while True:
+                send = self.sender()
                 head = await out.write_queued(send, self.handler.ac_out_buffer_size)
                 if head is None:
                     out.writing = False
