@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -126,3 +127,33 @@ def talk(port: int, request: bytes, *, until_eof: bool = True, expect: bytes = b
                 break
             reply += data
         return reply
+
+
+def probe(
+    port: int,
+    request: bytes,
+    expect: bytes,
+    stop: threading.Event,
+    *,
+    host: str = "127.0.0.1",
+    interval: float = 0.02,
+) -> list[float]:
+    """A healthy client, in a thread of its own (run it with ``trio.to_thread.run_sync``): until
+    *stop* is set, connect, send *request*, read until *expect* arrived (or EOF), check that the
+    reply starts with it, close; return how long each exchange took, in seconds.
+
+    A thread with blocking sockets, not a task: a task would wait its turn behind the test's own
+    busy tasks (the load it generates), and measure the test instead of the server.
+    """
+    times: list[float] = []
+    while not stop.is_set():
+        started = time.perf_counter()
+        with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
+            sock.sendall(request)
+            reply = b""
+            while len(reply) < len(expect) and (data := sock.recv(65536)):
+                reply += data
+        assert reply.startswith(expect), reply[:200]
+        times.append(time.perf_counter() - started)
+        stop.wait(interval)
+    return times

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 import trio
+import trio.testing
 import trustme
 
 import trio_chat
@@ -23,7 +24,9 @@ HOST = "127.0.0.1"
 
 
 async def start_server(
-    nursery: trio.Nursery, factory: trio_chat.HandlerFactory, **options: Any
+    nursery: trio.Nursery,
+    factory: trio_chat.HandlerFactory | trio_chat.StreamHandler,
+    **options: Any,
 ) -> int:
     """Start ``serve_tcp`` on 127.0.0.1, port 0, in *nursery*; return the port it picked."""
     listeners: list[trio.SocketListener] = await nursery.start(
@@ -151,3 +154,65 @@ def capture_logs(name: str = "trio_chat") -> Iterator[list[logging.LogRecord]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+class FakeSocket:
+    """What serving asks of a socket: its peer's address (and whether it is closed)."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.closed = False
+
+    def getpeername(self) -> tuple[str, int]:
+        return self.address
+
+    def fileno(self) -> int:
+        return -1 if self.closed else 3
+
+
+class AddressedStream(trio.abc.HalfCloseableStream):
+    """A memory stream that reports a peer address, as a socket stream does."""
+
+    def __init__(self, inner: trio.abc.HalfCloseableStream, address: tuple[str, int]) -> None:
+        self.inner = inner
+        self.socket = FakeSocket(address)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        self.socket.closed = True
+        await self.inner.aclose()
+
+
+class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
+    """Accepts the server ends of memory stream pairs; ``accept()`` may raise scripted errors."""
+
+    def __init__(self, errors: list[OSError] | None = None) -> None:
+        self.send, self.receive = trio.open_memory_channel[trio.abc.Stream](1000)
+        self.errors = errors or []
+        self.closed = False
+
+    async def connect(self, address: tuple[str, int] = ("10.0.0.1", 1)) -> trio.abc.Stream:
+        client, server = trio.testing.memory_stream_pair()
+        await self.send.send(AddressedStream(server, address))
+        return client
+
+    async def accept(self) -> trio.abc.Stream:
+        if self.errors:
+            await trio.lowlevel.checkpoint()
+            raise self.errors.pop(0)
+        return await self.receive.receive()
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await trio.lowlevel.checkpoint()

@@ -21,7 +21,8 @@ def peer_name(stream: trio.abc.Stream | None) -> str:
     """A printable peer address for log messages (``"?"`` when the stream has none)."""
     peer = _peer_address(stream)
     if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
+        host = str(peer[0])
+        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"  # IPv6: [::1]:80
     return str(peer) if peer else "?"
 
 
