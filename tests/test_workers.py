@@ -20,8 +20,8 @@ import trio
 from server_process import ServerProcess
 from worker_helpers import HOST, reserved_port, wait_for_stderr
 
-from trio_chat._reuseport import check_reuseport_supported, open_tcp_listeners_reuseport
-from trio_chat._workers import Worker, run_workers
+from trio_chat import Worker, open_tcp_listeners_reuseport, run_workers
+from trio_chat._reuseport import check_reuseport_supported
 
 APP = str(Path(__file__).parent / "workers_app.py")
 TIMEOUT = 20  # seconds for a whole process test: each worker starts in about half a second

@@ -18,9 +18,14 @@ from functools import partial
 
 import trio
 
-from trio_chat import AsyncChat, serve_listeners
-from trio_chat._reuseport import open_tcp_listeners_reuseport
-from trio_chat._workers import Worker, WorkerCrashError, run_workers
+from trio_chat import (
+    AsyncChat,
+    Worker,
+    WorkerCrashError,
+    open_tcp_listeners_reuseport,
+    run_workers,
+    serve_listeners,
+)
 
 
 class WhoAmI(AsyncChat):
@@ -56,8 +61,15 @@ async def worker_main(port: int, crash_at_start: bool, slow_stop: bool, worker: 
                 grace_period=1.0,
             )
         )
-        print(f"worker {worker.number} listening (pid {os.getpid()})", flush=True)
-    print(f"worker {worker.number} stopped", flush=True)
+        say(f"worker {worker.number} listening (pid {os.getpid()})")
+    say(f"worker {worker.number} stopped")
+
+
+def say(line: str) -> None:
+    # One write per line: the workers share standard output, and print() may write the text
+    # and the newline separately, which another worker's line can then come between.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def main() -> int:

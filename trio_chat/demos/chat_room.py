@@ -48,9 +48,7 @@ from functools import partial
 import trio
 
 import trio_chat
-from trio_chat import AsyncChat
-from trio_chat._reuseport import open_tcp_listeners_reuseport
-from trio_chat._workers import Worker, WorkerCrashError, run_workers
+from trio_chat import AsyncChat, Worker, WorkerCrashError, open_tcp_listeners_reuseport, run_workers
 
 # --- limits ---
 
@@ -395,7 +393,10 @@ async def worker_main(
         listeners = await open_tcp_listeners_reuseport(port, host=host)
         serve = partial(serve_room, listeners, shutdown=worker.shutdown_event, room=room)
         await nursery.start(serve)
-        print(f"worker {worker.number} (pid {os.getpid()}) serving", flush=True)
+        # One write for the whole line: the workers share their standard output, and print()
+        # may write the text and its newline separately, interleaving with another worker.
+        sys.stdout.write(f"worker {worker.number} (pid {os.getpid()}) serving\n")
+        sys.stdout.flush()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
