@@ -220,12 +220,12 @@ class RedisRoom(Room):
         reap_interval: float,
     ) -> None:
         super().__init__()
-        self.client = client
-        self.channel = prefix
-        self.hash = f"{prefix}:nicks"
-        self.key_prefix = f"{prefix}:nick:"
-        self.nick_ttl = nick_ttl
-        self.reap_interval = reap_interval
+        self.client: coredis.Redis[str] = client
+        self.channel: str = prefix
+        self.hash: str = f"{prefix}:nicks"
+        self.key_prefix: str = f"{prefix}:nick:"
+        self.nick_ttl: float = nick_ttl
+        self.reap_interval: float = reap_interval
         # A member's token: which process (a random id, unique across machines) and which member.
         self._process_id = uuid.uuid4().hex[:12]
         self._numbers = itertools.count()

@@ -226,14 +226,14 @@ class Room:
 class Member(AsyncChat):
     """One connection: a nick, then lines that are commands or messages to the room."""
 
-    max_frame_size = MAX_LINE
+    max_frame_size: int | None = MAX_LINE
 
     def __init__(self, stream: trio.abc.Stream, room: Room) -> None:
         super().__init__(stream)
         self.set_terminator(b"\n")
-        self.room = room
+        self.room: Room = room
         self.nick: str | None = None  # None until the first line chose one; set by the room
-        self.cut_off = False  # set by the room when max_queued_bytes closed us
+        self.cut_off: bool = False  # set by the room when max_queued_bytes closed us
         self._pieces: list[bytes] = []
 
     def connection_lost(self, exc: BaseException | None) -> None:
