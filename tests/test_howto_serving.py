@@ -1,11 +1,12 @@
 """The serving how-to's programs (examples/howto/): a server on a Unix socket, TLS from the start,
-and STARTTLS. Over real sockets: Unix sockets in a temporary directory, TCP on 127.0.0.1, with
-certificates from a throwaway trustme CA."""
+STARTTLS, and a trio-style handler. Over real sockets: Unix sockets in a temporary directory,
+TCP on 127.0.0.1, with certificates from a throwaway trustme CA."""
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import ssl
 import stat
@@ -17,6 +18,7 @@ from pathlib import Path
 import attrs
 import pytest
 import starttls
+import stream_handler
 import tls_server
 import trio
 import trio.testing
@@ -348,4 +350,66 @@ def test_each_tls_program_runs_and_stops_on_ctrl_c(
                 expect = b"221 bye\r\n" if program == "starttls.py" else b"QUIT\n"
                 assert tls.recv(1024) == expect
         assert server.stop() == "stopped"
+    assert server.returncode == 0, server.stderr
+
+
+# ------------------------------------------------------------------- a trio-style handler
+
+
+async def test_a_framed_handler_is_served_and_says_goodbye_at_shutdown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shutdown = trio.Event()
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(stream_handler.main, 0, shutdown)
+            quitter = await trio.open_tcp_stream(HOST, port)
+            stayer = await trio.open_tcp_stream(HOST, port)
+            readers = LineReader(quitter), LineReader(stayer)
+            await quitter.send_all(b"hello\r\nQUIT\r\nignored\n")
+            assert await readers[0].line() == b"HELLO\r\n"
+            assert await readers[0].rest() == b"BYE\n"  # then the end: not a reset
+            await stayer.send_all(b"still here\n")
+            assert await readers[1].line() == b"STILL HERE\n"
+            shutdown.set()
+            assert await readers[1].rest() == b"server shutting down, bye\n"
+            for client in quitter, stayer:
+                await client.aclose()
+        assert trio.current_time() < 1  # main() returned at once, not after the grace period
+
+
+async def test_a_framed_handler_gets_the_slow_peer_defences(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shutdown = trio.Event()
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(stream_handler.main, 0, shutdown)
+            async with await trio.open_tcp_stream(HOST, port) as trickler:
+                start = trio.current_time()
+                with pytest.raises(trio.BrokenResourceError):  # bounded: cut long before
+                    for _ in range(100):
+                        await trickler.send_all(b"x")  # a byte a second, never a newline
+                        await trio.sleep(1)
+                assert trio.current_time() - start == pytest.approx(
+                    stream_handler.LINE_TIMEOUT, abs=1.5
+                )
+            async with await trio.open_tcp_stream(HOST, port) as silent:
+                start = trio.current_time()
+                assert await LineReader(silent).rest() == b""
+                assert trio.current_time() - start == pytest.approx(stream_handler.IDLE_TIMEOUT)
+            nursery.cancel_scope.cancel()
+
+
+def test_the_stream_handler_program_runs_and_stops_on_ctrl_c() -> None:
+    with ServerProcess([str(HOWTO / "stream_handler.py"), "0"]) as server:
+        port = server.port()
+        with socket.create_connection((HOST, port), timeout=TIMEOUT) as sock:
+            sock.sendall(b"hi\n")
+            assert sock.recv(100) == b"HI\n"
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGINT)
+            assert sock.recv(100) == b"server shutting down, bye\n"
+            assert sock.recv(100) == b""
+        assert server.wait() == "stopped"
     assert server.returncode == 0, server.stderr

@@ -5,6 +5,8 @@ a time limit on a hook's work, and a client that gives up. Timed with pytest-tri
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -120,3 +122,43 @@ def test_the_program_runs_and_stops_on_ctrl_c() -> None:
         assert reply == b"OK alice\nVALUE FAST\nBYE\n"
         assert server.stop() == "stopped"
     assert server.returncode == 0, server.stderr
+
+
+async def test_a_command_trickled_in_is_cut_at_the_frame_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Logged in (so the login deadline no longer applies), then a line a byte every 5 seconds:
+    # idle_timeout (60 s) would wait forever; frame_timeout does not.
+    with trio.fail_after(1000):
+        async with open_peer(timeouts.Lookup()) as peer:
+            await peer.send_all(b"LOGIN alice\n")
+            assert await peer.receive_until(b"\n") == b"OK alice"
+            start = trio.current_time()
+            with pytest.raises(trio.BrokenResourceError):  # bounded: cut long before
+                for byte in b"LOOKUP " + b"k" * 100:
+                    await peer.send_all(bytes([byte]))
+                    await trio.sleep(5)
+            assert trio.current_time() - start == pytest.approx(timeouts.FRAME_TIMEOUT, abs=5)
+
+
+def test_the_slowloris_script_sees_the_defences_cut_it() -> None:
+    # A small attack on the echo demo with a frame_timeout: every attacker is cut, and the
+    # healthy client is answered meanwhile. (The script's full size is 2,000 attackers.)
+    with ServerProcess(
+        ["-m", "trio_chat", "echo", "--port", "0", "--frame-timeout", "1"]
+    ) as server:
+        port = server.port()
+        result = subprocess.run(
+            [
+                *[sys.executable, str(HOWTO / "slowloris.py"), str(port)],
+                *["--attackers", "40", "--seconds", "3", "--interval", "0.3"],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        server.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "attackers: 40, connected 40, refused 0, cut by the server 40" in result.stdout
+    assert "failed 0" in result.stdout

@@ -197,6 +197,37 @@ async def test_step4_errors() -> None:
     assert reply == b"ERROR commands: SLEEP seconds, COUNT n, QUIT\r\n" * 2
 
 
+async def test_step4_clients_that_ask_for_everything_and_never_read_are_cut(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The attack step 4 invites: COUNT 1000000000 from many clients that never read. Each
+    # producer stops when its client's buffers are full; idle_timeout, which bounds every wait on
+    # the peer (writes too), then cuts each of them, and a healthy client is served meanwhile.
+    caplog.set_level(logging.INFO, logger="trio_chat")
+    attackers = 20
+    sockets = []
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(run_server.serve, step4_async.Waiter, 0)
+            for _ in range(attackers):
+                sock = trio.socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                await sock.connect(("127.0.0.1", port))
+                await sock.send(b"COUNT 1000000000\r\n")
+                sockets.append(sock)
+            start = trio.current_time()
+            async with await trio.open_tcp_stream("127.0.0.1", port) as healthy:
+                await healthy.send_all(b"COUNT 3\r\nQUIT\r\n")
+                assert await read_all(healthy) == b"1\r\n2\r\n3\r\nBYE\r\n"
+            assert trio.current_time() - start < 1
+            await trio.sleep(step4_async.Waiter.idle_timeout + 5)
+            cut = [r for r in caplog.records if "idle_timeout" in r.getMessage()]
+            assert len(cut) == attackers
+            nursery.cancel_scope.cancel()
+    for sock in sockets:
+        sock.close()
+
+
 # ------------------------------------------------------------------- step 5
 
 
@@ -445,7 +476,9 @@ async def test_an_exception_in_one_connection_leaves_the_others_alone(
             await calm.aclose()
             await fussy.aclose()
             # The error is raised (and logged) once the connection has closed politely.
-            while "RuntimeError: boom" not in caplog.text:
+            for _ in range(500):  # bounded: 5 s
+                if "RuntimeError: boom" in caplog.text:
+                    break
                 await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
 

@@ -687,7 +687,7 @@ async def serve_tcp(
     IPv6); the other options are :func:`serve_listeners`'s. With *ssl_context*, every connection
     speaks TLS from its first byte; for STARTTLS leave it None and call
     :meth:`AsyncChat.start_tls` from the handler. *reuse_port*: set ``SO_REUSEPORT`` on the
-    listening sockets, so several processes (see :func:`trio_chat.run_workers`) can listen on
+    listening sockets, so several processes (see ``trio_chat.run_workers``) can listen on
     the same port and the kernel spreads the connections over them (Linux, FreeBSD;
     :exc:`NotImplementedError` elsewhere).
 

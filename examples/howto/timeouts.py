@@ -37,8 +37,15 @@ logger: Final = logging.getLogger("timeouts")
 LOGIN_TIMEOUT: Final = 10.0
 
 # Silence allowed after logging in: an interactive session with pauses (an hour would suit a
-# chat, where people read more than they type).
+# chat, where people read more than they type). It also bounds how long a reply may wait for a
+# client that does not read it.
 IDLE_TIMEOUT: Final = 60.0
+
+# Time for one command line, from its first byte to its newline, however steadily the bytes
+# trickle in (idle_timeout alone never fires while a byte comes every few seconds). A person
+# typing into nc sends the whole line at once; only a peer holding the connection open on
+# purpose needs longer.
+FRAME_TIMEOUT: Final = 10.0
 
 # The most one command's work may take: a reply later than this is worth less than a quick
 # TIMEOUT the client can act on.
@@ -61,8 +68,9 @@ async def lookup(key: bytes) -> bytes:
 class Lookup(trio_chat.AsyncChat):
     """One connection: ``LOGIN`` within a deadline, then ``LOOKUP``s until ``QUIT``."""
 
-    idle_timeout = IDLE_TIMEOUT  # no input for that long: closed (logged at INFO level)
-    max_frame_size = 256  # a command line; a name or key longer than that is no name or key
+    idle_timeout: float | None = IDLE_TIMEOUT  # no progress that long: closed (logged, INFO)
+    frame_timeout: float | None = FRAME_TIMEOUT  # a line not finished that long: closed (INFO)
+    max_frame_size: int | None = 256  # a command line; a longer name or key is no name or key
 
     def __init__(self, stream: trio.abc.Stream | None = None) -> None:
         super().__init__(stream)
