@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import gc
 import itertools
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import pytest
 import trio
@@ -18,6 +20,7 @@ from redis_server import RedisServer, free_port, redis_server
 
 pytest.importorskip("coredis", reason="the Redis room needs coredis: pip install trio-chat[redis]")
 
+from trio_chat.demos import chat_redis
 from trio_chat.demos.chat_redis import RedisRoom, open_redis_room
 from trio_chat.demos.chat_room import RoomUnavailableError
 
@@ -248,3 +251,53 @@ async def test_a_failing_write_costs_that_line_only(
             await alice.say("still here")
             assert await bob.hear() == "<alice> still here"
     assert "a write to Redis failed" in caplog.text
+
+
+def test_the_worker_task_tree_picture_names_the_real_tasks() -> None:
+    svg = Path(__file__).parent.parent / "docs" / "_static" / "worker-task-tree.svg"
+    root = ET.parse(svg).getroot()
+    text = " ".join("".join(element.itertext()) for element in root.iter())
+    for task in ("subscriber", "outbox", "renewer", "reaper"):  # RedisRoom's task methods
+        assert f"task: {task}" in text
+        assert callable(getattr(RedisRoom, task))
+    for name in ("open_redis_room", "serve_listeners", "shutdown_event", "SO_REUSEPORT"):
+        assert name in text
+
+
+async def test_a_member_faster_than_redis_waits_its_turn_and_is_told_when_too_long(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chat_redis, "_OUTBOX_SIZE", 1)
+    monkeypatch.setattr(chat_redis, "_QUEUE_TIMEOUT", 0.5)
+    with trio.fail_after(TIMEOUT):
+        async with rooms(redis) as (one, two):
+            alice = await one.join("alice")
+            bob = await two.join("bob", here="alice")
+            assert await alice.hear() == "* bob joined"
+            assert isinstance(one.room, RedisRoom)
+            client = one.room.client
+            real_publish = client.publish
+            slow = trio.Event()
+
+            async def slow_publish(channel: str, message: str) -> object:
+                if "slowly" in message:
+                    await slow.wait()  # Redis stops answering
+                return await real_publish(channel, message)
+
+            monkeypatch.setattr(client, "publish", slow_publish)
+            await alice.say("slowly 0")  # being written: Redis does not answer
+            # A join waits its turn in the outbox; past the bound, carol is told and her join
+            # is skipped when its turn comes (it stays queued until then).
+            carol = await one.arrive()
+            await carol.say("carol")
+            assert await carol.hear() == "* the room cannot be reached right now: try again"
+            # The outbox is full: alice's next line waits for room, and past the bound she is
+            # told; her connection read nothing more meanwhile.
+            await alice.say("slowly 1")
+            assert await alice.hear() == "* not sent: the room is too busy, try again"
+            await alice.say("slowly 2")
+            slow.set()
+            assert await bob.hear() == "<alice> slowly 0"
+            assert await bob.hear() == "<alice> slowly 2"
+            await carol.say("carol")  # her skipped join claimed nothing
+            assert await carol.hear() == "* hello carol; here: alice, bob"

@@ -79,13 +79,18 @@ DEFAULT_NICK_TTL: Final = 10.0
 # (well under a millisecond on a LAN) and below what a member waits before giving up on a line.
 _CALL_TIMEOUT: Final = 5.0
 
+# How long a member's hook waits for room in a full outbox (or for its turn, for a command that
+# needs an answer) before it is told the room is too busy: the same bound as one call.
+_QUEUE_TIMEOUT: Final = _CALL_TIMEOUT
+
 # Reconnecting the subscriber: soon after a blip, then no more often than every 2 s.
 _RECONNECT_FIRST: Final = 0.1
 _RECONNECT_MAX: Final = 2.0
 
-# The outbox holds at most this many writes (a message is ~100 bytes): past it Redis is not
-# keeping up, and a member is told its line was not sent instead of the queue growing.
-_OUTBOX_SIZE: Final = 10_000
+# The outbox holds this many writes before members' hooks wait for room in it: enough to absorb
+# a burst from every member at once, little enough that what is queued is written within a few
+# hundred milliseconds even at a few thousand round trips a second.
+_OUTBOX_SIZE: Final = 256
 
 # At shutdown, the members' leaves still queued get this long to reach Redis.
 _DRAIN_TIMEOUT: Final = 2.0
@@ -289,7 +294,7 @@ class RedisRoom(Room):
         self.add(member, nick)
         return True
 
-    def say(self, member: Member, text: str) -> None:
+    async def say(self, member: Member, text: str) -> None:
         event = _event(f"<{member.nick}> {text}", self._token(member))
 
         async def publish() -> None:
@@ -298,12 +303,13 @@ class RedisRoom(Room):
             except RoomUnavailableError:
                 _tell(member, "* not sent: the room's server cannot be reached")
 
-        self._post(publish, member)
+        if not await self._queue(publish):
+            _tell(member, "* not sent: the room is too busy, try again")
 
     async def who(self) -> list[str]:
         return sorted_nicks(await self._call(self.client.hvals(self.hash)))
 
-    def leave(self, member: Member, why: str = "") -> None:
+    async def leave(self, member: Member, why: str = "") -> None:
         self.connected.discard(member)
         token = self.tokens.pop(member, None)
         if token is not None:
@@ -324,7 +330,7 @@ class RedisRoom(Room):
                     )
                 )
 
-        self._post(release)
+        await self._queue(release)  # if it cannot be queued, the key expires instead
 
     # --------------------------------------------------------------- helpers
 
@@ -347,23 +353,34 @@ class RedisRoom(Room):
         except _REDIS_ERRORS as exc:
             raise RoomUnavailableError(f"the room's Redis cannot be reached: {exc}") from exc
 
-    def _post(self, write: Callable[[], Awaitable[None]], member: Member | None = None) -> None:
-        """Queue *write* for the outbox, without waiting (from a hook or connection_lost)."""
-        try:
-            self._outbox.send_nowait(write)
-        except trio.WouldBlock:
-            if member is not None:
-                _tell(member, "* not sent: the room is too busy, try again")
-        except trio.ClosedResourceError:
-            pass  # shutting down: the nick expires instead
+    async def _queue(self, write: Callable[[], Awaitable[None]]) -> bool:
+        """Queue *write* for the outbox; False if it could not be (full for too long, closed).
+
+        A full outbox makes the member's hook wait: one member talking faster than Redis takes
+        the lines slows down itself, and waits its turn with the others (trio's channels queue
+        the waiting senders in order), instead of taking the room's whole outbox.
+        """
+        with trio.move_on_after(_QUEUE_TIMEOUT):
+            try:
+                await self._outbox.send(write)
+            except trio.ClosedResourceError:
+                return False  # shutting down
+            return True
+        return False
 
     async def _in_order(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run *call* in the outbox, after what this process queued before; its result."""
         results: list[T] = []
         errors: list[RoomUnavailableError] = []
+        started = trio.Event()
         done = trio.Event()
+        abandoned = False
 
         async def write() -> None:
+            if abandoned:
+                done.set()
+                return
+            started.set()
             try:
                 results.append(await call())
             except RoomUnavailableError as exc:
@@ -371,11 +388,15 @@ class RedisRoom(Room):
             finally:
                 done.set()
 
-        try:
-            await self._outbox.send(write)
-        except trio.ClosedResourceError:
-            raise RoomUnavailableError("the room is shutting down") from None
-        await done.wait()
+        # A place in the outbox and a turn, within the bound of one call; a write that did not
+        # start by then is skipped when its turn comes (the member has been told it failed).
+        with trio.move_on_after(_QUEUE_TIMEOUT):
+            if await self._queue(write):
+                await started.wait()
+        if not started.is_set():
+            abandoned = True
+            raise RoomUnavailableError("the room is too busy")
+        await done.wait()  # bounded: the call itself is
         if errors:
             raise errors[0]
         return results[0]

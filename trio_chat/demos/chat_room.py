@@ -167,7 +167,7 @@ class Room:
         self.broadcast(f"* {old} is now known as {nick}")
         return True
 
-    def say(self, member: Member, text: str) -> None:
+    async def say(self, member: Member, text: str) -> None:
         """*member* says *text* to everyone else."""
         self.broadcast(f"<{member.nick}> {text}", exclude=member)
 
@@ -175,7 +175,7 @@ class Room:
         """The nicks in the room."""
         return self.nicks()
 
-    def leave(self, member: Member, why: str = "") -> None:
+    async def leave(self, member: Member, why: str = "") -> None:
         """*member*'s connection has ended, however it ended; tell the others (and *why*)."""
         self.connected.discard(member)
         if self.remove(member):
@@ -236,11 +236,12 @@ class Member(AsyncChat):
         self.cut_off: bool = False  # set by the room when max_queued_bytes closed us
         self._pieces: list[bytes] = []
 
-    def connection_lost(self, exc: BaseException | None) -> None:
+    async def connection_lost(self, exc: BaseException | None) -> None:
         # Called once however the connection ended: /quit, the peer's EOF or reset, the idle
         # timeout, the slow-reader cut-off, a line too long, the server's shutdown. Leaving the
-        # room here is the one place that covers all of them.
-        self.room.leave(self, self.why_gone(exc))
+        # room here is the one place that covers all of them. (Async, for a room whose leave
+        # goes to another process; trio_chat runs it shielded, within a few seconds.)
+        await self.room.leave(self, self.why_gone(exc))
 
     def why_gone(self, exc: BaseException | None) -> str:
         """What the others are told after "left": why the connection ended, if not by choice."""
@@ -286,7 +287,7 @@ class Member(AsyncChat):
         elif line.startswith("/"):
             self.say("* commands: /nick NEW, /who, /quit")
         else:
-            self.room.say(self, line)
+            await self.room.say(self, line)
 
     async def choose_nick(self, nick: str) -> None:
         problem = nick_problem(nick)
