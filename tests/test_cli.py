@@ -10,8 +10,9 @@ import sys
 
 import pytest
 from server_process import TIMEOUT, ServerProcess, talk
+from worker_helpers import reserved_port
 
-import trio_chat.__main__ as cli
+import trio_chat._cli as cli
 
 ipv6_loopback = pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
 
@@ -259,16 +260,53 @@ def test_every_demo_takes_the_common_options() -> None:
         cli.parse_args([])
 
 
-def test_the_flags_become_serving_options() -> None:
+async def test_the_flags_become_serving_options() -> None:
     args = cli.parse_args(
         ["chat", "--max-per-peer", "4", "--idle-timeout", "9", "--frame-timeout", "3"]
     )
-    options = cli._limits(args, cli.DEMOS["chat"].serve())
+    async with cli.DEMOS["chat"].serve(args) as served:
+        options = cli._limits(args, served)
     assert options["max_connections_per_peer"] == 4
     assert options["idle_timeout"] == 9.0
     assert options["frame_timeout"] == 3.0
     assert options["max_connections"] == "auto"
     # Without the flags the demo's own settings stay (the chat room's 15 minutes).
-    options = cli._limits(cli.parse_args(["chat"]), cli.DEMOS["chat"].serve())
+    args = cli.parse_args(["chat"])
+    async with cli.DEMOS["chat"].serve(args) as served:
+        options = cli._limits(args, served)
     assert options["idle_timeout"] == 15 * 60.0
     assert "frame_timeout" not in options
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["echo", "--workers", "2", "--port", "0"], "--workers N needs a fixed --port"),
+        (["chat", "--workers", "2", "--port", "7777"], "--workers N needs --redis URL"),
+        (["echo", "--workers", "2", "--port", "7777", "--trace"], "leave out --workers"),
+        (["chat", "--nick-ttl", "5"], "--nick-ttl applies to a room shared through Redis"),
+        (["echo", "--workers", "0"], "give a whole number of 1 or more"),
+    ],
+)
+def test_worker_options_that_cannot_work_are_refused(args: list[str], message: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")
+def test_workers_share_one_port() -> None:
+    with reserved_port() as port:
+        args = ["-m", "trio_chat", "echo", "--workers", "2", "--port", str(port)]
+        with ServerProcess(args) as server:
+            for _ in range(2):  # one banner per worker, on the same port
+                server.wait_for(rf"on 127\.0\.0\.1:{port}; connect with")
+            for n in range(10):
+                line = b"line %d\n" % n
+                assert talk(port, line, until_eof=False, expect=b"\n") == line
+            out = server.stop()
+    assert server.returncode == 0, server.stderr
+    assert out.splitlines()[-1] == "stopped"
+    served = [int(m[1]) for m in re.finditer(r"served (\d+) connection", out)]
+    assert len(served) == 2 and sum(served) == 10, out
