@@ -18,11 +18,13 @@ import trio
 
 import trio_chat
 from trio_chat import (
+    CONNECTION_LOST_TIMEOUT,
     DEFAULT_GRACE_PERIOD,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_PEER,
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_RESTARTS,
+    DEFAULT_PEER_IPV6_PREFIX,
     DEFAULT_RESTART_WINDOW,
     DEFAULT_STOP_TIMEOUT,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT,
@@ -40,6 +42,7 @@ from trio_chat import (
     Producer,
     ProducerLike,
     Signal,
+    StreamHandler,
     Terminator,
     TerminatorBuffer,
     TerminatorFound,
@@ -47,6 +50,7 @@ from trio_chat import (
     WorkerCrashError,
     async_chat,
     connect_tcp,
+    default_max_connections,
     find_prefix_at_end,
     open_tcp_listeners_reuseport,
     run_workers,
@@ -177,9 +181,16 @@ class Client(AsyncChat):
         self.set_terminator(b"\r\n")
         self.lines: list[bytes] = []
         self.pieces: list[bytes] = []
+        self.lost: BaseException | bool | None = False
 
     def handle_connect(self) -> None:
         self.push(b"hello\r\nQUIT\r\n")
+
+    async def connection_lost(self, exc: BaseException | None) -> None:
+        # An async hook gets CONNECTION_LOST_TIMEOUT seconds at most.
+        with trio.move_on_after(CONNECTION_LOST_TIMEOUT):
+            await trio.lowlevel.checkpoint()
+        self.lost = exc
 
     def collect_incoming_data(self, data: bytes) -> None:
         self.pieces.append(data)
@@ -253,8 +264,9 @@ async def serve_and_connect() -> list[bytes]:
                     factory,
                     0,
                     host="127.0.0.1",
-                    max_connections=DEFAULT_MAX_CONNECTIONS,
+                    max_connections=min(DEFAULT_MAX_CONNECTIONS, default_max_connections()),
                     max_connections_per_peer=DEFAULT_MAX_CONNECTIONS_PER_PEER,
+                    peer_ipv6_prefix=DEFAULT_PEER_IPV6_PREFIX,
                     grace_period=DEFAULT_GRACE_PERIOD,
                     tls_handshake_timeout=DEFAULT_TLS_HANDSHAKE_TIMEOUT,
                     shutdown_event=shutdown,
@@ -262,6 +274,7 @@ async def serve_and_connect() -> list[bytes]:
             )
             port: int = listeners[0].socket.getsockname()[1]
             client = await connect_tcp(Client(), "127.0.0.1", port)
+            assert client.lost is None  # an orderly end: the server closed after "bye"
 
             raw = await open_tcp_listeners_reuseport(0, host="127.0.0.1")
             await nursery.start(partial(serve_listeners, partial(Legacy), raw, idle_timeout=5.0))
@@ -277,6 +290,15 @@ async def serve_and_connect() -> list[bytes]:
             echo_port: int = echo[0].socket.getsockname()[1]
             framed_lines = await framed_session(await trio.open_tcp_stream("127.0.0.1", echo_port))
             assert framed_lines == [b"a", b"b", b"c", b"hello"], framed_lines
+
+            stream_handler: StreamHandler = length_prefixed
+            served: list[trio.SocketListener] = await nursery.start(
+                partial(serve_tcp, stream_handler, 0, host="127.0.0.1")
+            )
+            served_port: int = served[0].socket.getsockname()[1]
+            async with FramedStream(await trio.open_tcp_stream("127.0.0.1", served_port)) as framed:
+                await framed.send_all(b"3\nabc")
+                assert await framed.receive_exactly(3) == b"abc"
 
             shutdown.set()
             nursery.cancel_scope.cancel()
