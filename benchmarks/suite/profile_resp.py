@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -67,7 +68,7 @@ CATEGORIES: Final = (
         r"receive_some \(|send_all \(|trio/_socket\.py|_highlevel_socket\.py",
     ),
     (
-        "AsyncChat receive loop's own code (_receive_loop, _flush, _dispatch)",
+        "AsyncChat's own code: receive loop, dispatch, output queue",
         r"trio_chat/_[a-z]+\.py",
     ),
     ("handler's own code (raw trio: the resp() loop)", r"server_raw_trio\.py"),
@@ -75,24 +76,15 @@ CATEGORIES: Final = (
 )
 OTHER: Final = "other"
 
-#: Functions whose calls per request the cProfile pass reports: (file suffix, function name).
-COUNTED: Final = (
-    ("_chat.py", "set_terminator"),
-    ("_buffer.py", "set_terminator"),
-    ("asynchat_hooks.py", "found_terminator"),
-    ("asynchat_hooks.py", "collect_incoming_data"),
-    ("_chat.py", "push"),
-    ("_buffer.py", "feed"),
-    ("_buffer.py", "deliver"),
-    ("_chat.py", "_flush"),
-    ("_chat.py", "_dispatch"),
-    ("server_raw_trio.py", "parse_resp"),
-    ("protocols.py", "execute"),
-    ("_highlevel_socket.py", "receive_some"),
-    ("_highlevel_socket.py", "send_all"),
-    ("_run.py", "checkpoint"),
-)
+#: The cProfile pass reports the calls per request of every function in these files (trio_chat's
+#: modules, whatever they are called after a refactoring, and the servers' own code) ...
+COUNTED_FILES: Final = re.compile(r"trio_chat/_\w+\.py$|asynchat_hooks\.py$|server_raw_trio\.py$")
+#: ... and of these of trio's (a coroutine's every resumption counts as a call).
+COUNTED_TRIO: Final = ("receive_some", "send_all")
+# Calls per request below this are not reported: a per-connection call, not per read.
+MIN_CALLS: Final = 0.01
 SERVERS: Final = ("trio_chat", "raw_trio")
+LABELS: Final = {"trio_chat": "AsyncChat", "raw_trio": "raw trio"}
 # Samples per second. py-spy counts a thread that is runnable but not running as busy, so the
 # client must not share the server's CPU (or the samples pile up wherever the server is
 # preempted: right after each send, which wakes the client).
@@ -175,16 +167,20 @@ def profile_pass(
 
 
 def call_counts(prof: Path, requests: int) -> dict[str, float]:
-    """Calls per request of the :data:`COUNTED` functions, from a cProfile file."""
+    """``module.function`` -> calls per request, from a cProfile file (see
+    :data:`COUNTED_FILES`)."""
     # Any: Stats.stats (the raw table) is not in typeshed's stubs.
     stats: Any = getattr(pstats.Stats(str(prof)), "stats")  # noqa: B009
     counts: dict[str, float] = {}
     for (filename, _, function), (_, ncalls, *_) in stats.items():
-        for suffix, name in COUNTED:
-            if function == name and filename.endswith(suffix):
-                key = f"{suffix.removesuffix('.py').lstrip('_')}.{name}"
-                counts[key] = counts.get(key, 0.0) + ncalls / requests
-    return counts
+        path = filename.replace(os.sep, "/")
+        if COUNTED_FILES.search(path) or (
+            path.endswith("trio/_highlevel_socket.py") and function in COUNTED_TRIO
+        ):
+            module = path.rsplit("/", 1)[-1].removesuffix(".py")
+            key = f"{module}.{function}"
+            counts[key] = counts.get(key, 0.0) + ncalls / requests
+    return {k: v for k, v in counts.items() if v >= MIN_CALLS}
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -260,7 +256,11 @@ def table(results: dict[str, Any]) -> list[str]:
     servers = [s for s in SERVERS if "passes" in results["servers"].get(s, {})]
     if not servers:
         return ["(no py-spy passes: pip install py-spy and put it on PATH)"]
-    header = ["per request", *(f"{s} us" for s in servers), *(f"{s} %" for s in servers)]
+    header = [
+        "per request",
+        *(f"{LABELS[s]} us" for s in servers),
+        *(f"{LABELS[s]} %" for s in servers),
+    ]
     us = {s: breakdown(results["servers"][s]) for s in servers}
     cpu = {
         s: statistics.median(p["cpu_us"] for p in results["servers"][s]["passes"]) for s in servers
@@ -307,14 +307,13 @@ def table(results: dict[str, Any]) -> list[str]:
 
 def counts_table(results: dict[str, Any]) -> list[str]:
     servers = [s for s in SERVERS if s in results["servers"]]
-    keys = sorted({k for s in servers for k in results["servers"][s]["calls_per_request"]})
-    order = [f"{suffix.removesuffix('.py').lstrip('_')}.{name}" for suffix, name in COUNTED]
-    keys.sort(key=lambda k: order.index(k) if k in order else len(order))
-    rows = [
-        [k, *(f"{results['servers'][s]['calls_per_request'].get(k, 0.0):.3g}" for s in servers)]
-        for k in keys
-    ]
-    return rst_table(["calls per request (cProfile)", *servers], rows)
+    counts = {s: results["servers"][s]["calls_per_request"] for s in servers}
+    keys = sorted(
+        {k for s in servers for k in counts[s]},
+        key=lambda k: (-max(counts[s].get(k, 0.0) for s in servers), k),
+    )
+    rows = [[k, *(f"{counts[s][k]:.3g}" if k in counts[s] else "-" for s in servers)] for k in keys]
+    return rst_table(["calls per request (cProfile)", *(LABELS[s] for s in servers)], rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -362,16 +361,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def write_docs(results: dict[str, Any], page: Path) -> None:
     m = results["machine"]
+    intro = (
+        f"Measured with ``python benchmarks/suite/profile_resp.py --test {results['test']}`` "
+        f"(``redis-benchmark -t {results['test']} -c 50 -P 16 -n {results['requests']:,}``; "
+        f"server pinned to CPU {results['cpu']}, client to CPU {results.get('client_cpu')}, "
+        "since py-spy counts a runnable thread as busy; trio_chat at "
+        f"``{results['commit']}``; {m['python']}, trio {m['versions']['trio']}; "
+        f"{m['date']}). Microseconds of server CPU per request, split by where py-spy's samples "
+        "fell; each row is the median over the passes, so the rows need not add up exactly, "
+        "and the total differs from the suite's table (a client on its own CPU, another moment "
+        "of a shared machine):"
+    )
     lines = [
         BEGIN,
         "",
-        f"Measured with ``python benchmarks/suite/profile_resp.py --test {results['test']}`` "
-        f"(``redis-benchmark -t {results['test']} -c 50 -P 16 -n {results['requests']:,}``, "
-        f"server pinned to CPU {results['cpu']}, client to CPU {results.get('client_cpu')}: "
-        "py-spy counts a runnable thread as busy, so they must not share one; trio_chat at "
-        f"``{results['commit']}``; {m['python']}, trio {m['versions']['trio']}; "
-        f"{m['date']}). Microseconds of server CPU per request, split by where py-spy's samples "
-        "fell (each row the median over the passes, so the rows need not add up exactly):",
+        *textwrap.wrap(intro, 100, break_on_hyphens=False),
         "",
         *table(results),
         "",
