@@ -157,3 +157,26 @@ def probe(
         times.append(time.perf_counter() - started)
         stop.wait(interval)
     return times
+
+
+def probe_in_a_process(port: int, request: bytes, expect: bytes, seconds: float) -> list[float]:
+    """:func:`probe` for *seconds*, from a process of its own; how long each exchange took.
+
+    Its own process: not even a thread of the test's, whose load generator holds the GIL.
+    """
+    done = subprocess.run(
+        [sys.executable, __file__, str(port), request.hex(), expect.hex(), str(seconds)],
+        capture_output=True,
+        text=True,
+        timeout=seconds + TIMEOUT,
+        check=True,
+    )
+    return [float(line) for line in done.stdout.split()]
+
+
+if __name__ == "__main__":  # the probe process
+    _port, _request, _expect, _seconds = sys.argv[1:]
+    _stop = threading.Event()
+    threading.Timer(float(_seconds), _stop.set).start()
+    for _took in probe(int(_port), bytes.fromhex(_request), bytes.fromhex(_expect), _stop):
+        print(_took)

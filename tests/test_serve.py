@@ -21,7 +21,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -37,7 +36,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from line_server import Echo
-from server_process import probe
+from server_process import probe_in_a_process
 from serving_helpers import (
     HOST,
     Greeter,
@@ -431,6 +430,7 @@ async def test_idle_timeout_bounds_the_waits_of_an_async_function(
                 assert await reader.rest() == b""
                 assert trio.current_time() - last_input == pytest.approx(30)
                 name = local_name(client)
+            await trio.testing.wait_all_tasks_blocked()  # the server's end: logged
             nursery.cancel_scope.cancel()
     [record] = [r for r in caplog.records if "idle_timeout" in r.getMessage()]
     assert record.levelno == logging.INFO
@@ -1791,8 +1791,9 @@ def loopback_aliases_work() -> bool:
 async def test_slowloris_from_many_addresses_is_cut_while_a_healthy_client_is_served() -> None:
     # The documented defences (docs/howto-timeouts.rst), with a frame_timeout short enough for
     # a test. Attackers start a line and send a byte of it every second, which idle_timeout
-    # alone would never stop.
-    attackers = min(2000, (raise_open_file_limit() - 200) // 2)
+    # alone would never stop. 1,000 of them here, on a CI machine that runs other tests beside
+    # this one; examples/howto/slowloris.py makes the full 2,000 (figures in the how-to).
+    attackers = min(1000, (raise_open_file_limit() - 200) // 2)
     frame_timeout = 2.0
     connected = 0
     all_connected = trio.Event()
@@ -1821,24 +1822,17 @@ async def test_slowloris_from_many_addresses_is_cut_while_a_healthy_client_is_se
     args = ["--frame-timeout", str(frame_timeout), "--idle-timeout", "30"]
     with line_server_process(*args) as server:
         port = server.port
-        stop = threading.Event()
         times: list[float] = []
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
                 for number in range(attackers):
                     nursery.start_soon(attacker, number)
                 await all_connected.wait()
-                # All connected and trickling: a healthy client meanwhile, for 2 seconds.
-
-                async def probing() -> None:
-                    times.extend(
-                        await trio.to_thread.run_sync(probe, port, b"hello\n", b"hello\n", stop)
-                    )
-
-                async with trio.open_nursery() as probes:
-                    probes.start_soon(probing)
-                    await trio.sleep(2)
-                    stop.set()
+                # All connected and trickling: a healthy client meanwhile, for 3 seconds (the
+                # attackers are cut in the middle of it).
+                times += await trio.to_thread.run_sync(
+                    probe_in_a_process, port, b"hello\n", b"hello\n", 3.0
+                )
         _, log = server.stop()
     print(
         f"\nslowloris: {attackers} attackers from {len(SLOWLORIS_ADDRESSES)} addresses, "
