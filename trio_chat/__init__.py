@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import types
 
+from ._async_chat import async_chat
 from ._buffer import (
     DEFAULT_MAX_FRAME_SIZE,
     END_OF_INPUT,
@@ -19,7 +20,6 @@ from ._buffer import (
     TerminatorFound,
     find_prefix_at_end,
 )
-from ._async_chat import async_chat
 from ._chat import CONNECTION_LOST_TIMEOUT, AsyncChat
 from ._client import connect_tcp
 from ._exceptions import FrameTooLongError, IncompleteFrameError
