@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
+import re
 import selectors
 import shutil
 import signal
@@ -33,6 +35,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -99,30 +102,44 @@ def reserved_port() -> Iterator[int]:
 
 
 class Server:
-    """A server process whose stdout lines name its workers' pids (``pid N``)."""
+    """A server process; :meth:`wait_for` reads its output, each line within the start-up bound."""
 
-    def __init__(self, args: Sequence[str], ready: int) -> None:
+    def __init__(self, args: Sequence[str]) -> None:
+        self.args = args
         self.proc = subprocess.Popen(
             [sys.executable, *args], stdout=subprocess.PIPE, text=True, stderr=subprocess.DEVNULL
         )
-        self.pids: list[int] = []
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        assert self.proc.stdout is not None
-        while len(self.pids) < ready:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"{args} did not start")
-            line = self.proc.stdout.readline()
-            words = line.split()
-            if "pid" in words:
-                self.pids.append(int(words[words.index("pid") + 1].strip("()")))
+        self.pids = [self.proc.pid]
+        # A thread reads the output, so that every wait for a line has a timeout.
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
 
-    def banner_port(self) -> int:
-        """The port in the first line that names ``127.0.0.1:PORT``."""
+    def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            if f"{HOST}:" in line:
-                return int(line.split(f"{HOST}:", 1)[1].split(";")[0].split()[0])
-        raise RuntimeError("the server exited before its banner")
+            self.lines.put(line)
+        self.lines.put("")
+
+    def wait_for(self, pattern: str) -> re.Match[str]:
+        """The next output line that matches *pattern*."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = ""
+            if not line:
+                raise RuntimeError(f"{self.args}: no line matching {pattern!r}")
+            if match := re.search(pattern, line):
+                return match
+
+    def worker_pids(self, workers: int) -> None:
+        """Count the workers' CPU too (the supervisor's is counted, and is next to none)."""
+        self.pids += [int(self.wait_for(r"\bpid (\d+)")[1]) for _ in range(workers)]
+
+    def banner_port(self) -> int:
+        """The port in the banner (``127.0.0.1:PORT``)."""
+        return int(self.wait_for(r"127\.0\.0\.1:(\d+)")[1])
 
     def cpu(self) -> float:
         return sum(cpu_seconds(pid) for pid in self.pids)
@@ -206,7 +223,8 @@ def echo_load(port: int, connections: int, round_trips: int) -> tuple[float, lis
 
 def bench_echo(workers: int, connections: int, round_trips: int) -> dict[str, Any]:
     with reserved_port() as port:
-        server = Server([__file__, "--serve-echo", str(workers), str(port)], ready=workers)
+        server = Server([__file__, "--serve-echo", str(workers), str(port)])
+        server.worker_pids(workers)
         try:
             cpu_before = server.cpu()
             elapsed, latencies = echo_load(port, connections, round_trips)
@@ -321,12 +339,12 @@ def bench_chat(setup: str, members: int, seconds: float) -> dict[str, Any]:
         with reserved_port() as reserved:
             if setup == "redis, 2 workers":
                 # Workers listen beside the reserved socket (SO_REUSEPORT); they print pids.
-                server = Server([*args, "--port", str(reserved), "--workers", "2"], ready=2)
+                server = Server([*args, "--port", str(reserved), "--workers", "2"])
+                server.worker_pids(2)
                 port = reserved
             else:
                 # One process listens without SO_REUSEPORT: a port of its own, from its banner.
-                server = Server([*args, "--port", "0"], ready=0)
-                server.pids = [server.proc.pid]
+                server = Server([*args, "--port", "0"])
                 port = server.banner_port()
             try:
                 cpu_before = server.cpu()
