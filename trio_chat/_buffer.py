@@ -157,6 +157,7 @@ class TerminatorBuffer:
         "_count",
         "_data",
         "_eof",
+        "_epoch",
         "_found",
         "_interrupted",
         "_last",
@@ -181,6 +182,10 @@ class TerminatorBuffer:
         self._count: CountReader | None = None  # created by the first count
         self._reader: Reader = NoneReader(None)
         self._interrupted = False
+        # Bumped by everything but a new terminator that changes what the next search would see
+        # (the input, the limit, EOF, an interrupt): deliver() reloads its view of the buffer
+        # after a hook only when it changed.
+        self._epoch = 0
         self._last: bytes | int | None = None
         #: How many terminators :meth:`deliver` has handed to its ``found`` callback.
         self.frames_delivered = 0
@@ -197,6 +202,7 @@ class TerminatorBuffer:
     def max_frame_size(self, value: int | None) -> None:
         if value is not self._max_frame_size:
             self._max_frame_size = _check_max_frame_size(value)
+            self._epoch += 1
 
     def set_terminator(self, terminator: Terminator) -> None:
         """Set the terminator: bytes, a tuple of bytes or a compiled bytes regex to search for,
@@ -237,6 +243,8 @@ class TerminatorBuffer:
                 readers.append(reader)
         else:
             reader = make_reader(terminator)  # None, 0, bytearray, memoryview, or an error
+        # No _epoch change: deliver() asks the current reader at every step (protocols switch
+        # on almost every frame).
         self._reader = reader
 
     def get_terminator(self) -> Terminator:
@@ -294,6 +302,7 @@ class TerminatorBuffer:
             raise RuntimeError("feed() after feed_eof(): the input has already ended")
         if not data:
             return
+        self._epoch += 1
         if self._pos == len(self._data):
             self._data = data
             self._pos = 0
@@ -303,6 +312,7 @@ class TerminatorBuffer:
     def feed_eof(self) -> None:
         """Mark the end of the input: held-back bytes are handed over, then END_OF_INPUT."""
         self._eof = True
+        self._epoch += 1
 
     def unread(self, data: bytes) -> None:
         """Put *data* back in front of the input not handed over yet, and start the current
@@ -311,6 +321,7 @@ class TerminatorBuffer:
             self._data = data + self._data[self._pos :]
             self._pos = 0
         self._reader.restart()
+        self._epoch += 1
 
     def take(self, n: int | None = None) -> bytes:
         """Hand over up to *n* (None: all) buffered bytes as they are, bypassing the terminator;
@@ -321,6 +332,7 @@ class TerminatorBuffer:
         end = len(data) if n is None else min(len(data), pos + n)
         self._pos = end
         self._reader.restart()
+        self._epoch += 1
         return data[pos:end]
 
     def clear(self) -> bytes:
@@ -334,6 +346,7 @@ class TerminatorBuffer:
             The dropped bytes, for a driver that wants to hand them to someone else.
         """
         dropped = self._data[self._pos :] + b"".join(self._pending)
+        self._epoch += 1
         self._data = b""
         self._pos = 0
         self._pending.clear()
@@ -397,40 +410,56 @@ class TerminatorBuffer:
         """
         frames = 0
         try:
-            while not self._interrupted:
+            while True:
+                if self._interrupted:
+                    self._interrupted = False
+                    return None
                 term = self._found
-                if term is None:
-                    if self._pending:
-                        self._compact()
-                    data = self._data
-                    pos = self._pos
-                    if pos == len(data):
-                        return END_OF_INPUT if self._eof else NEED_DATA
-                    end, self._pos, term = self._reader.find(
-                        data, pos, self._eof, self._max_frame_size
-                    )
-                    if end > pos:
-                        result = collect(data[pos:end])
-                        if result is not None or self._interrupted:
-                            self._found = term  # found() is still due, at the next call
+                if term is not None:  # its data was handed over before a hook stopped us
+                    self._found = None
+                    self._last = term
+                    frames += 1
+                    result = found()
+                    if result is not None:
+                        return result
+                    if frames >= max_frames:
+                        return None
+                    continue
+                if self._pending:
+                    self._compact()
+                # The buffer as the hooks leave it: reloaded whenever one changed it (_epoch).
+                epoch = self._epoch
+                data = self._data
+                size = len(data)
+                start = self._pos
+                eof = self._eof
+                limit = self._max_frame_size
+                while start < size:
+                    end, self._pos, term = self._reader.find(data, start, eof, limit)
+                    if end > start:
+                        result = collect(data[start:end])
+                        if result is not None or self._epoch != epoch:
+                            self._found = term  # found() is still due, at the next step
                             if result is not None:
                                 return result
-                            continue
+                            break
                         if term is None:
+                            start = end
                             continue
-                    elif term is None:
-                        return END_OF_INPUT if self._eof else NEED_DATA
+                    elif term is None:  # the rest is held back
+                        return END_OF_INPUT if eof else NEED_DATA
+                    self._last = term
+                    frames += 1
+                    result = found()
+                    if result is not None:
+                        return result
+                    if frames >= max_frames:
+                        return None
+                    if self._epoch != epoch:
+                        break
+                    start = self._pos
                 else:
-                    self._found = None
-                self._last = term
-                frames += 1
-                result = found()
-                if result is not None:
-                    return result
-                if frames >= max_frames:
-                    return None
-            self._interrupted = False
-            return None
+                    return END_OF_INPUT if eof else NEED_DATA
         finally:
             self.frames_delivered += frames
 
@@ -438,6 +467,7 @@ class TerminatorBuffer:
         """Make a running :meth:`deliver` return None after the current callback (or the next
         call return None at once)."""
         self._interrupted = True
+        self._epoch += 1
 
     def next_frames(
         self, pieces: list[bytes], max_frames: int | None = None

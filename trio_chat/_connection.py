@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from ._buffer import END_OF_INPUT, NEED_DATA, TerminatorBuffer
-from ._output import CLOSE, Output, Send, TLSSwitch
+from ._output import CLOSE, Output, Send, StalledError, TLSSwitch
 from ._util import peer_name
 
 if sys.version_info < (3, 11):
@@ -97,10 +97,6 @@ class Phase(enum.Enum):
 
 
 _AFTER_HOOK: Final = Phase.CLOSE_AFTER_HOOK
-
-
-class _StalledError(Exception):
-    """A write made no progress for ``idle_timeout`` seconds."""
 
 
 class Connection:
@@ -336,32 +332,25 @@ class Connection:
         with trio.move_on_after(self.handler.idle_timeout) as scope:  # type: ignore[arg-type]
             await stream.send_all(data)
         if scope.cancelled_caught:
-            raise _StalledError
+            raise StalledError
 
-    async def _write_own(self) -> bool:
-        """Write what the receive loop's hooks queued, then give up the right to write.
-
-        Called by the receive loop when it owns that right. Producers and markers are left to
-        the send loop (but for the close marker, reached here too). Returns whether it wrote
-        (which checkpointed).
-        """
-        out = self.out
-        try:
-            wrote = bool(out.items)
-            head = await out.write_queued(self.sender(), self.handler.ac_out_buffer_size)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._lost(exc)
-            return True
-        except _StalledError:
-            self._stalled()
-            return True
+    def _settled(self, head: object) -> None:
+        """The receive loop's write ended at *head* (what ``write_queued`` returned): give up
+        the right to write, or hand it to the send loop, or end the connection."""
         if head is None:
-            out.writing = False
+            self.out.writing = False
         elif head is CLOSE:
             self._finish()
+        elif isinstance(head, BaseException):
+            self._write_failed(head)
         else:
-            self.wake_sender()  # it now owns the right to write
-        return wrote
+            self.wake_sender()  # a producer or a TLS switch: the send loop owns the right now
+
+    def _write_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, StalledError):
+            self._stalled()
+        else:
+            self._lost(exc)
 
     async def _send_loop(self) -> None:
         out = self.out
@@ -371,6 +360,9 @@ class Connection:
             while True:
                 send = self.sender()
                 head = await out.write_queued(send, self.handler.ac_out_buffer_size)
+                if isinstance(head, BaseException):
+                    self._write_failed(head)
+                    return
                 if head is None:
                     out.writing = False
                     await lot.park()  # wake_sender() gives the right back
@@ -385,10 +377,8 @@ class Connection:
                 else:
                     out.pop()
                     await out.write_producer(head, send, self.handler.ac_out_buffer_size)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._lost(exc)
-        except _StalledError:
-            self._stalled()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, StalledError) as exc:
+            self._write_failed(exc)  # writing a producer
         except Exception as exc:  # a producer's error, say
             if self.error is None:
                 self.error = exc
@@ -397,59 +387,96 @@ class Connection:
     # --------------------------------------------------------------- reading
 
     async def receive_loop(self) -> None:
+        """Read, hand the input to the hooks, write their replies; until the connection ends.
+
+        One loop, one state (``result``: what the last ``deliver()`` returned). NEED_DATA:
+        read. A coroutine: an async hook, awaited. None: a batch of frames is done, or a hook
+        stopped the dispatch (backpressure, a close): let others run, or wait for the queue to
+        drain. END_OF_INPUT: the peer's EOF, ``handle_close()``. After each of them the hooks
+        get the buffered input again, and the receive loop writes what they pushed itself.
+        """
         handler = self.handler
         buffer = self.buffer
         out = self.out
-        if out.items and out.claim():
-            await self._write_own()  # pushes (or close_when_done()) before run()
+        if out.items and out.claim():  # pushes (or close_when_done()) before run()
+            self._settled(await out.write_queued(self.sender(), handler.ac_out_buffer_size))
         if self.phase is Phase.OPEN:
             await self._call_hook(handler.handle_connect)
         frame_deadline = math.inf  # when the frame under way must be complete (frame_timeout)
         frames = 0
+        result: object = NEED_DATA
+        wrote = False
         while self.phase is Phase.OPEN:
-            if out.queued > handler.out_high_water:
-                await out.wait_drained(handler.out_high_water // 2)
-                continue
-            idle_timeout = handler.idle_timeout
-            deadline = frame_deadline
-            if idle_timeout is not None:
-                deadline = min(deadline, trio.current_time() + idle_timeout)
-            stream = self.stream  # read each time: start_tls() replaces it
-            assert stream is not None
-            # Read here, not in a helper coroutine: every idle connection waits in this frame.
-            try:
-                if deadline == math.inf:
-                    data = await stream.receive_some(handler.ac_in_buffer_size)
-                else:
-                    data = None
-                    with trio.move_on_at(deadline):
+            if result is NEED_DATA:
+                if out.queued > handler.out_high_water:
+                    await out.wait_drained(handler.out_high_water // 2)
+                    continue
+                idle_timeout = handler.idle_timeout
+                deadline = frame_deadline
+                if idle_timeout is not None:
+                    deadline = min(deadline, trio.current_time() + idle_timeout)
+                stream = self.stream  # read each time: start_tls() replaces it
+                assert stream is not None
+                # Read here, not in a helper coroutine: every idle connection waits in this
+                # frame, and a request-reply round trip costs no extra coroutine.
+                try:
+                    if deadline == math.inf:
                         data = await stream.receive_some(handler.ac_in_buffer_size)
-            except trio.BrokenResourceError as exc:
-                logger.debug("connection to %s reset by peer while receiving: %r", self.peer, exc)
-                if self.reason is None:
-                    self.reason = exc
-                data = b""
-            except trio.ClosedResourceError:
-                # Someone closed our stream under us: end the connection (and the send loop).
-                self.close()
-                return
-            if data is None:
-                self._read_timed_out(frame_deadline)
-                return
-            if not data:
-                buffer.feed_eof()
-                await self._dispatch()
+                    else:
+                        data = None
+                        with trio.move_on_at(deadline):
+                            data = await stream.receive_some(handler.ac_in_buffer_size)
+                except trio.BrokenResourceError as exc:
+                    logger.debug(
+                        "connection to %s reset by peer while receiving: %r", self.peer, exc
+                    )
+                    if self.reason is None:
+                        self.reason = exc
+                    data = b""
+                except trio.ClosedResourceError:
+                    # Someone closed our stream under us: end the connection (and the send loop).
+                    self.close()
+                    return
+                if data is None:
+                    self._read_timed_out(frame_deadline)
+                    return
+                if data:
+                    buffer.feed(data)
+                else:
+                    buffer.feed_eof()
+            elif result is END_OF_INPUT:
+                await self._call_hook(handler.handle_close)
                 if self.phase is Phase.OPEN:
-                    await self._call_hook(handler.handle_close)
-                    if self.phase is Phase.OPEN:
-                        # handle_close() kept the connection open, for output from other tasks:
-                        # it lasts until close() or close_when_done() (which cancel this).
-                        await trio.sleep_forever()
+                    # handle_close() kept the connection open, for output from other tasks:
+                    # it lasts until close() or close_when_done() (which cancel this).
+                    await trio.sleep_forever()
                 return
-            buffer.feed(data)
-            await self._dispatch()
+            elif result is not None:  # an async hook's coroutine
+                await self._await_hook(result)  # type: ignore[arg-type]
+                if self.phase is not Phase.OPEN:
+                    return
+                if out.queued > handler.out_high_water:
+                    await out.wait_drained(handler.out_high_water // 2)
+            elif out.queued > handler.out_high_water:  # None: a hook stopped the dispatch
+                await out.wait_drained(handler.out_high_water // 2)
+            elif not wrote:
+                await trio.lowlevel.checkpoint()  # a batch of frames done: let others run
+            mine = out.claim()
+            try:
+                result = buffer.deliver(
+                    handler.collect_incoming_data, handler.found_terminator, _FRAMES_PER_CHECKPOINT
+                )
+            except BaseException:
+                if mine:
+                    self._hand_over()  # what the hooks pushed is still written
+                raise
+            wrote = mine and bool(out.items)
+            if wrote:
+                self._settled(await out.write_queued(self.sender(), handler.ac_out_buffer_size))
+            elif mine:
+                out.writing = False
             frame_timeout = handler.frame_timeout
-            if frame_timeout is not None:
+            if frame_timeout is not None and result is NEED_DATA:
                 if not (buffer.frame_started or buffer.buffered):
                     frame_deadline = math.inf
                 elif frame_deadline == math.inf or buffer.frames_delivered != frames:
@@ -473,34 +500,6 @@ class Connection:
             )
             self.close(trio.TooSlowError(f"no input for {handler.idle_timeout} seconds"))
 
-    async def _dispatch(self) -> None:
-        """Hand the buffered input to the hooks: batches of sync hooks, each async hook awaited,
-        the replies written after each, backpressure checked after each."""
-        handler = self.handler
-        buffer = self.buffer
-        out = self.out
-        while True:
-            mine = out.claim()
-            try:
-                result = buffer.deliver(
-                    handler.collect_incoming_data, handler.found_terminator, _FRAMES_PER_CHECKPOINT
-                )
-            except BaseException:
-                if mine:
-                    self._hand_over()  # what the hooks pushed is still written
-                raise
-            wrote = await self._write_own() if mine else False
-            if result is NEED_DATA or result is END_OF_INPUT or self.phase is not Phase.OPEN:
-                return
-            if result is not None:  # an async hook's coroutine
-                await self._await_hook(result)  # type: ignore[arg-type]
-                if self.phase is not Phase.OPEN:
-                    return
-            if out.queued > handler.out_high_water:
-                await out.wait_drained(handler.out_high_water // 2)
-            elif not wrote and result is None:
-                await trio.lowlevel.checkpoint()  # a batch of frames: let others run
-
     def _hand_over(self) -> None:
         """Give up the right to write: to the send loop if anything is queued."""
         if self.out.items:
@@ -518,7 +517,12 @@ class Connection:
                 self._hand_over()
             raise
         if mine:
-            await self._write_own()
+            if self.out.items:
+                self._settled(
+                    await self.out.write_queued(self.sender(), self.handler.ac_out_buffer_size)
+                )
+            else:
+                self.out.writing = False
         if result is not None and inspect.isawaitable(result):
             await self._await_hook(result)
 

@@ -17,10 +17,14 @@ import trio
 
 from ._producers import as_bytes
 
-__all__ = ["CLOSE", "Output", "TLSSwitch"]
+__all__ = ["CLOSE", "Output", "StalledError", "TLSSwitch"]
 
 #: What writes one piece of output to the peer (the connection's ``send_all`` with its timeout).
 Send = Callable[[Any], Awaitable[None]]
+
+
+class StalledError(Exception):
+    """A write made no progress for ``idle_timeout`` seconds."""
 
 
 class _Close:
@@ -125,26 +129,37 @@ class Output:
 
     async def write_queued(self, send: Send, chunk: int) -> object:
         """Write the bytes at the head of the queue until it is empty or its head is a producer
-        or a marker, which it returns (None: empty).
+        or a marker, which it returns (None: empty). If a write fails (the peer reset the
+        connection, the stream was closed, or *send* raised :class:`StalledError`), it returns
+        that exception instead: the caller decides what it means for the connection.
 
         Small pushes are joined into writes of at most *chunk* bytes and larger ones are written
         in pieces of *chunk* bytes, so a ``discard_buffers()`` takes effect between pieces.
         """
         items = self.items
-        while items:  # None or empty: nothing to write
-            data: Any = items[0]
-            if data.__class__ is not bytes:
-                return data
-            items.popleft()
-            size = len(data)
-            if items and size < chunk and items[0].__class__ is bytes:
-                parts = [data]
-                while items and items[0].__class__ is bytes and size + len(items[0]) <= chunk:
-                    data = items.popleft()
-                    parts.append(data)
-                    size += len(data)
-                data = b"".join(parts)
-            await self._write_pieces(data, send, chunk, counted=True)
+        try:
+            while items:  # None or empty: nothing to write
+                data: Any = items[0]
+                if data.__class__ is not bytes:
+                    return data
+                items.popleft()
+                size = len(data)
+                if items and size < chunk and items[0].__class__ is bytes:
+                    parts = [data]
+                    while items and items[0].__class__ is bytes and size + len(items[0]) <= chunk:
+                        data = items.popleft()
+                        parts.append(data)
+                        size += len(data)
+                    data = b"".join(parts)
+                if size <= chunk:  # the usual case, without a coroutine more per write
+                    generation = self.generation
+                    await send(data)
+                    if generation == self.generation:
+                        self._set_queued(self.queued - size)
+                else:
+                    await self._write_pieces(data, send, chunk, counted=True)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, StalledError) as exc:
+            return exc
         return None
 
     async def _write_pieces(self, data: Any, send: Send, chunk: int, *, counted: bool) -> bool:
@@ -155,14 +170,7 @@ class Output:
         """
         generation = self.generation
         size = len(data)
-        if size <= chunk:
-            await send(data)
-            if generation != self.generation:
-                return False
-            if counted:
-                self._set_queued(self.queued - size)
-            return True
-        view = memoryview(data)
+        view = memoryview(data) if size > chunk else data
         for start in range(0, size, chunk):
             piece = view[start : start + chunk]
             await send(piece)
