@@ -1,7 +1,8 @@
 """The chat room on Redis across real processes: killed ones, and ``--workers N`` on one port.
 
-Every server here is ``python -m trio_chat.demos.chat_room --redis URL`` with a nick TTL of one
-second, so a killed process's members are announced gone within about 1.5 seconds.
+Every server here is ``python -m trio_chat.demos.chat_room --redis URL`` (or ``python -m
+trio_chat chat``) with a nick TTL of two seconds, so a killed process's members are announced
+gone within about three seconds.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from worker_helpers import reserved_port, wait_for_stderr
 
 pytest.importorskip("coredis", reason="the Redis room needs coredis: pip install trio-chat[redis]")
 
-TIMEOUT = 20  # seconds, for a whole test: processes start in about half a second each
-NICK_TTL = "1"
+# Seconds for a whole test: processes start in about half a second each; the rest is room for
+# a loaded machine (a bound for hangs, not a speed check).
+TIMEOUT = 100
+NICK_TTL = "2"
 ROOM = ["-m", "trio_chat.demos.chat_room", "--nick-ttl", NICK_TTL]
 
 
@@ -148,4 +151,36 @@ def test_an_unreachable_redis_is_reported_plainly() -> None:
         server.wait()
     assert server.returncode == 1
     assert f"cannot reach Redis at redis://127.0.0.1:{port}/0" in server.stderr
+    assert "Traceback" not in server.stderr
+
+
+async def test_the_cli_serves_the_room_from_two_workers(redis: RedisServer) -> None:
+    command = ["-m", "trio_chat", "chat", "--workers", "2", "--redis", redis.url]
+    with reserved_port() as port, ServerProcess([*command, "--port", str(port)]) as server:
+        for _ in range(2):
+            server.wait_for(rf"trio_chat chat server .* on 127\.0\.0\.1:{port}")
+        room = Visitors(port)
+        with trio.fail_after(TIMEOUT):
+            people = {}
+            for number in range(6):
+                nick = f"p{number}"
+                people[nick] = await room.arrive()
+                await people[nick].say(nick)
+                assert (await people[nick].hear()).startswith(f"* hello {nick}; here: ")
+            for number, person in enumerate(people.values()):
+                await hear_all(person, 5 - number)  # the later ones joined
+            for nick, person in people.items():
+                await person.say(f"hi from {nick}")
+            for nick, person in people.items():
+                heard = sorted(await hear_all(person, 5))
+                assert heard == [f"<{other}> hi from {other}" for other in people if other != nick]
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGINT)
+            for person in people.values():
+                assert await person.hear() == "* the server is shutting down"
+                await person.hear_eof()
+            await room.aclose()
+        rest = server.wait()
+    assert server.returncode == 0
+    assert "stopped" in rest
     assert "Traceback" not in server.stderr

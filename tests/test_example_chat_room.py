@@ -22,7 +22,9 @@ from trio_chat.demos import chat_room
 
 # The launcher in examples/ runs trio_chat/demos/chat_room.py's run().
 EXAMPLE = Path(__file__).parent.parent / "examples" / "chat_room.py"
-TIMEOUT = 10  # seconds (virtual ones under autojump_clock), for a whole test
+# Seconds (virtual ones under autojump_clock) for a whole test: a bound for hangs, with room
+# for a machine running several test suites at once.
+TIMEOUT = 60
 # The bidi classes of the characters that reorder text: embeddings, overrides, isolates, marks.
 BIDI_CONTROLS = {"LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI"}
 

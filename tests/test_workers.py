@@ -24,7 +24,9 @@ from trio_chat import Worker, open_tcp_listeners_reuseport, run_workers
 from trio_chat._reuseport import check_reuseport_supported
 
 APP = str(Path(__file__).parent / "workers_app.py")
-TIMEOUT = 20  # seconds for a whole process test: each worker starts in about half a second
+# Seconds for a whole process test (each worker starts in about half a second): a bound for
+# hangs, with room for a loaded machine.
+TIMEOUT = 60
 
 
 # ------------------------------------------------------------------ the listeners
@@ -215,3 +217,17 @@ def test_workers_stop_by_themselves_when_the_supervisor_is_killed() -> None:
         server.wait()
         wait_until(lambda: all(pid_gone(pid) for pid in pids))
         assert "the supervisor is gone: shutting down" in server.stderr
+
+
+def test_orphaned_workers_that_do_not_stop_exit_after_stop_timeout() -> None:
+    with (
+        reserved_port() as port,
+        ServerProcess([APP, "--port", str(port), "--slow-stop"]) as server,
+    ):
+        pids = [int(server.wait_for(r"worker \d listening \(pid (\d+)\)")[1]) for _ in range(2)]
+        assert server.proc is not None
+        server.proc.kill()  # nobody is left to SIGKILL workers that ignore their shutdown event
+        server.wait()  # the output ends when the last worker has exited (they share it)
+        wait_until(lambda: all(pid_gone(pid) for pid in pids))
+    assert "the supervisor is gone: shutting down" in server.stderr
+    assert "still running 2 seconds after the supervisor died: exiting" in server.stderr

@@ -34,6 +34,7 @@ import multiprocessing
 import multiprocessing.process
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
@@ -294,7 +295,7 @@ class _Supervisor:
         """Start worker *number*'s process and wait for it to end; its exit code."""
         process = self.context.Process(
             target=_worker_process,
-            args=(self.main, number, self.workers, self.logging_setup),
+            args=(self.main, number, self.workers, self.stop_timeout, self.logging_setup),
             name=f"trio_chat worker {number}",
         )
         process.start()  # a fork and exec, then the pickled arguments down a pipe: quick
@@ -347,7 +348,11 @@ def _logging_setup() -> tuple[int, str | None] | None:
 
 
 def _worker_process(
-    main: WorkerMain, number: int, workers: int, logging_setup: tuple[int, str | None] | None
+    main: WorkerMain,
+    number: int,
+    workers: int,
+    stop_timeout: float,
+    logging_setup: tuple[int, str | None] | None,
 ) -> None:
     """The worker process's entry point (multiprocessing's target)."""
     # A Ctrl-C reaches the whole process group; until trio's signal receiver is installed, let
@@ -359,15 +364,15 @@ def _worker_process(
             logging.basicConfig(level=level)
         else:
             logging.basicConfig(level=level, format=fmt)
-    trio.run(_worker_main, main, number, workers)
+    trio.run(_worker_main, main, number, workers, stop_timeout)
 
 
-async def _worker_main(main: WorkerMain, number: int, workers: int) -> None:
+async def _worker_main(main: WorkerMain, number: int, workers: int, stop_timeout: float) -> None:
     shutdown = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, signals, shutdown)
-            nursery.start_soon(_stop_when_orphaned, shutdown)
+            nursery.start_soon(_stop_when_orphaned, shutdown, stop_timeout)
             await main(Worker(number=number, workers=workers, shutdown_event=shutdown))
             nursery.cancel_scope.cancel()
 
@@ -380,9 +385,10 @@ async def _stop_on_signal(signals: AsyncIterator[int], shutdown: trio.Event) -> 
         shutdown.set()
 
 
-async def _stop_when_orphaned(shutdown: trio.Event) -> None:
+async def _stop_when_orphaned(shutdown: trio.Event, stop_timeout: float) -> None:
     # A supervisor killed with SIGKILL cannot stop its workers; they notice it is gone (the
-    # parent's sentinel becomes readable) and stop by themselves rather than hold the port.
+    # parent's sentinel becomes readable) and stop by themselves rather than hold the port,
+    # within the same stop_timeout the supervisor would have given them.
     parent = multiprocessing.parent_process()
     if parent is None or parent.sentinel is None:  # pragma: no cover - not started by us
         await trio.sleep(math.inf)
@@ -390,3 +396,9 @@ async def _stop_when_orphaned(shutdown: trio.Event) -> None:
     await trio.lowlevel.wait_readable(parent.sentinel)
     logger.warning("the supervisor is gone: shutting down")
     shutdown.set()
+    await trio.sleep(stop_timeout)
+    # What the supervisor's SIGKILL would have done: nobody is left to send it.
+    logger.warning("still running %g seconds after the supervisor died: exiting", stop_timeout)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(1)
