@@ -26,11 +26,14 @@ its state to every idle connection (``docs/design.rst`` has the figures).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import inspect
 import logging
 import math
+import socket
 import ssl
+import struct
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -312,6 +315,7 @@ class Connection:
             self.peer,
             timeout,
         )
+        _reset_on_close(self.stream)
         self.close(trio.TooSlowError(f"a write made no progress for {timeout} seconds"))
 
     # --------------------------------------------------------------- writing
@@ -561,6 +565,17 @@ class Connection:
             await tls.do_handshake()
         finally:
             switch.done.set()
+
+
+def _reset_on_close(stream: trio.abc.Stream | None) -> None:
+    """Make closing *stream*'s socket send a reset (SO_LINGER 0). For a peer that stopped
+    reading: a plain close would leave the kernel retrying the unsent output for minutes, an
+    orphaned socket holding its buffers."""
+    while stream is not None and not isinstance(stream, trio.SocketStream):
+        stream = getattr(stream, "transport_stream", None)
+    if stream is not None:
+        with contextlib.suppress(OSError):
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 async def _close_stream(stream: trio.abc.Stream | None, *, graceful: bool) -> None:
