@@ -861,6 +861,9 @@ async def test_close_when_done_with_unread_pipelined_input_is_not_a_reset() -> N
 async def test_a_write_cut_by_idle_timeout_resets_the_connection() -> None:
     # The peer stopped reading: a plain close would leave the kernel retrying the unsent
     # output for minutes (an orphaned socket); a reset frees it at once.
+    ended: list[BaseException | None] = []
+    gave_up = trio.Event()
+
     class Flood(AsyncChat):
         idle_timeout = 0.3
 
@@ -873,20 +876,19 @@ async def test_a_write_cut_by_idle_timeout_resets_the_connection() -> None:
         def found_terminator(self) -> None:
             pass
 
-    ended: list[BaseException | None] = []
+        def connection_lost(self, exc: BaseException | None) -> None:
+            ended.append(exc)
+            gave_up.set()
 
     async def handler(stream: trio.SocketStream) -> None:
-        flood = Flood(stream)
-        flood.connection_lost = ended.append  # type: ignore[method-assign]
-        await flood.run()
+        await Flood(stream).run()
 
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
             port = listeners[0].socket.getsockname()[1]
             client = await trio.open_tcp_stream("127.0.0.1", port)
-            while not ended:  # read nothing until the server gives up
-                await trio.sleep(0.05)
+            await gave_up.wait()  # read nothing until the server gives up
             assert isinstance(ended[0], trio.TooSlowError)
             with pytest.raises(trio.BrokenResourceError):
                 while await client.receive_some(1 << 20):
