@@ -371,21 +371,30 @@ class TerminatorBuffer:
         """
         found = self._found
         if found is None:
-            if self._pending:
-                self._compact()
-            data = self._data
-            pos = self._pos
-            if pos == len(data):
-                return END_OF_INPUT if self._eof else NEED_DATA
-            end, self._pos, found = self._reader.find(data, pos, self._eof, self._max_frame_size)
+            step = self._search()
+            if isinstance(step, Signal):
+                return step
+            data, pos, end, found = step
             if end > pos:
                 self._found = found
                 return data[pos:end]
-            if found is None:
-                return END_OF_INPUT if self._eof else NEED_DATA
         else:
             self._found = None
-        return TerminatorFound(found)
+        return TerminatorFound(found)  # type: ignore[arg-type]  # _search(): found if no data
+
+    def _search(self) -> tuple[bytes, int, int, bytes | int | None] | Signal:
+        """One search from the current position, for the one-at-a-time drivers: the data
+        object, where the frame data handed over starts and ends in it, and what ended the
+        frame (None: not ended yet); or the signal when there is nothing to hand over."""
+        if self._pending:
+            self._compact()
+        data = self._data
+        pos = self._pos
+        if pos < len(data):
+            end, self._pos, found = self._reader.find(data, pos, self._eof, self._max_frame_size)
+            if end > pos or found is not None:
+                return data, pos, end, found
+        return END_OF_INPUT if self._eof else NEED_DATA
 
     def deliver(
         self,
@@ -533,16 +542,11 @@ class TerminatorBuffer:
         while True:
             term = self._found
             if term is None:
-                if self._pending:
-                    self._compact()
-                data = self._data
-                pos = self._pos
-                if pos == len(data):
-                    return END_OF_INPUT if self._eof else NEED_DATA
-                end, self._pos, term = self._reader.find(data, pos, self._eof, self._max_frame_size)
+                step = self._search()
+                if isinstance(step, Signal):
+                    return step
+                data, pos, end, term = step
                 if term is None:
-                    if end == pos:  # all held back
-                        return END_OF_INPUT if self._eof else NEED_DATA
                     pieces.append(data[pos:end])
                     continue
                 if not pieces:  # the whole frame is in this data object
