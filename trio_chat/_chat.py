@@ -294,4 +294,3 @@ class AsyncChat:
             # Kept and raised here, after the stream is closed, so a hook's error reaches the
             # caller as itself rather than wrapped in an ExceptionGroup.
             raise c.error
-
