@@ -188,7 +188,7 @@ class TerminatorBuffer:
         self._epoch = 0
         self._last: bytes | int | None = None
         #: How many terminators :meth:`deliver` has handed to its ``found`` callback.
-        self.frames_delivered = 0
+        self.frames_delivered: int = 0
         self.set_terminator(terminator)
 
     # ------------------------------------------------------------------ settings

@@ -163,13 +163,13 @@ class HttpRequestHandler(AsyncChat):
         super().__init__(stream)
         self.log = log
         self.pieces: list[bytes] = []
-        self.size = 0  # bytes of the header block (or line) collected so far
-        self.line_ended = False  # a line end was seen in the header block: the request line
-        self.phase = "headers"
+        self.size: int = 0  # bytes of the header block (or line) collected so far
+        self.line_ended: bool = False  # a line end was seen in the header block: the request line
+        self.phase: str = "headers"
         self.request: Request | None = None
         self.form: FormSummary | None = None
-        self.body_size = 0
-        self.trailer_bytes = 0
+        self.body_size: int = 0
+        self.trailer_bytes: int = 0
         self.header_timeout: float | None = self.frame_timeout
         self.next_request()
 
