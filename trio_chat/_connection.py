@@ -153,7 +153,9 @@ class Connection:
 
     def check_open(self, what: str) -> None:
         phase = self.phase
-        if phase is not Phase.OPEN and phase is not Phase.NEW and phase is not _AFTER_HOOK:
+        if phase is _AFTER_HOOK and trio.lowlevel.current_task() is self.receive_task:
+            return  # the hook in progress may still answer its request
+        if phase is not Phase.OPEN and phase is not Phase.NEW:
             raise trio.ClosedResourceError(f"{what}() on a connection that is closed or closing")
 
     def push(self, data: bytes) -> None:
@@ -338,6 +340,15 @@ class Connection:
         if scope.cancelled_caught:
             raise StalledError
 
+    async def _write_own(self) -> None:
+        """The receive loop writes what was queued when it began (its hooks' replies, and what
+        was already waiting), then settles: pushes other tasks make meanwhile are the send
+        loop's, so a steady stream of them cannot keep the receive loop from reading."""
+        out = self.out
+        self._settled(
+            await out.write_queued(self.sender(), self.handler.ac_out_buffer_size, out.queued)
+        )
+
     def _settled(self, head: object) -> None:
         """The receive loop's write ended at *head* (what ``write_queued`` returned): give up
         the right to write, or hand it to the send loop, or end the connection."""
@@ -348,7 +359,9 @@ class Connection:
         elif isinstance(head, BaseException):
             self._write_failed(head)
         else:
-            self.wake_sender()  # a producer or a TLS switch: the send loop owns the right now
+            # A producer, a TLS switch, or bytes other tasks pushed while we wrote: the send
+            # loop owns the right to write now.
+            self.wake_sender()
 
     def _write_failed(self, exc: BaseException) -> None:
         if isinstance(exc, StalledError):
@@ -403,7 +416,7 @@ class Connection:
         buffer = self.buffer
         out = self.out
         if out.items and out.claim():  # pushes (or close_when_done()) before run()
-            self._settled(await out.write_queued(self.sender(), handler.ac_out_buffer_size))
+            await self._write_own()
         if self.phase is Phase.OPEN:
             await self._call_hook(handler.handle_connect)
         frame_deadline = math.inf  # when the frame under way must be complete (frame_timeout)
@@ -475,8 +488,10 @@ class Connection:
                     self._hand_over()  # what the hooks pushed is still written
                 raise
             wrote = mine and bool(out.items)
-            if wrote:
-                self._settled(await out.write_queued(self.sender(), handler.ac_out_buffer_size))
+            if wrote:  # _write_own(), without a coroutine more per round trip
+                self._settled(
+                    await out.write_queued(self.sender(), handler.ac_out_buffer_size, out.queued)
+                )
             elif mine:
                 out.writing = False
             frame_timeout = handler.frame_timeout
@@ -522,9 +537,7 @@ class Connection:
             raise
         if mine:
             if self.out.items:
-                self._settled(
-                    await self.out.write_queued(self.sender(), self.handler.ac_out_buffer_size)
-                )
+                await self._write_own()
             else:
                 self.out.writing = False
         if result is not None and inspect.isawaitable(result):

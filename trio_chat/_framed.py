@@ -474,6 +474,8 @@ class FramedStream(trio.abc.Stream):
             last = buffer.last_terminator
             if last.__class__ is bytes:
                 self._last_delimiter = last
+            if self._frame_began is not None and not self.buffered:
+                self._frame_began = None  # between frames: the frame_timeout clock stops
             return frame
         if frame is END_OF_INPUT:
             self._end_of_input()
@@ -500,6 +502,8 @@ class FramedStream(trio.abc.Stream):
         if frames:
             if last.__class__ is bytes:
                 self._last_delimiter = last
+            if self._frame_began is not None and not self.buffered:
+                self._frame_began = None  # between frames: the frame_timeout clock stops
         elif last is END_OF_INPUT:
             self._end_of_input()
         return frames

@@ -127,9 +127,10 @@ class Output:
         else:
             await trio.lowlevel.checkpoint()
 
-    async def write_queued(self, send: Send, chunk: int) -> object:
+    async def write_queued(self, send: Send, chunk: int, budget: int | None = None) -> object:
         """Write the bytes at the head of the queue until it is empty or its head is a producer
-        or a marker, which it returns (None: empty). If a write fails (the peer reset the
+        or a marker, which it returns (None: empty); with a *budget*, also stop once that many
+        bytes were written and return the bytes at the head. If a write fails (the peer reset the
         connection, the stream was closed, or *send* raised :class:`StalledError`), it returns
         that exception instead: the caller decides what it means for the connection.
 
@@ -140,7 +141,7 @@ class Output:
         try:
             while items:  # None or empty: nothing to write
                 data: Any = items[0]
-                if data.__class__ is not bytes:
+                if data.__class__ is not bytes or (budget is not None and budget <= 0):
                     return data
                 items.popleft()
                 size = len(data)
@@ -151,6 +152,8 @@ class Output:
                         parts.append(data)
                         size += len(data)
                     data = b"".join(parts)
+                if budget is not None:
+                    budget -= size
                 if size <= chunk:  # the usual case, without a coroutine more per write
                     generation = self.generation
                     await send(data)
