@@ -2,7 +2,8 @@
 in one process vs over Redis. Not a test: it prints figures (and, with ``--json FILE``, saves
 them).
 
-    python benchmarks/bench_scaling.py                 # everything, about a minute and a half
+    python benchmarks/bench_scaling.py                 # everything, about two minutes
+    python benchmarks/bench_scaling.py --runs 3        # each setup 3 times, taking turns: medians
     python benchmarks/bench_scaling.py --only echo     # or: --only chat
 
 Echo: 100 connections, each doing ``--round-trips`` round trips of one 64-byte line (the
@@ -374,14 +375,14 @@ def bench_chat(setup: str, members: int, seconds: float) -> dict[str, Any]:
 # ---------------------------------------------------------------- the program
 
 
-def show(results: list[dict[str, Any]]) -> None:
+def show(results: list[dict[str, Any]], label: str) -> None:
     for result in results:
         figures = ", ".join(
             f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
             for key, value in result.items()
             if key not in {"workload", "server"}
         )
-        print(f"{result['workload']:<34} {result['server']:<18} {figures}", flush=True)
+        print(f"{label:<7} {result['workload']:<34} {result['server']:<18} {figures}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -391,24 +392,55 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--round-trips", type=int, default=2000, help="per connection")
     parser.add_argument("--members", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--runs", type=int, default=1, help="repeat, and show the medians")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--serve-echo", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_echo:
         serve_echo(args.serve_echo[1], args.serve_echo[0])
         return
-    print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, trio {trio.__version__}")
-    results: list[dict[str, Any]] = []
-    if args.only in (None, "echo"):
-        for workers in (1, 2):
-            results.append(bench_echo(workers, args.connections, args.round_trips))
-            show(results[-1:])
-    if args.only in (None, "chat"):
-        for setup in ("in-process", "redis, 1 process", "redis, 2 workers"):
-            results.append(bench_chat(setup, args.members, args.seconds))
-            show(results[-1:])
+    print(
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, trio {trio.__version__}; "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    runs: list[dict[str, Any]] = []
+    # The setups take turns, run after run, so a machine that gets busier or quieter meanwhile
+    # shifts them all alike; each figure is then the median of its runs.
+    for run in range(args.runs):
+        if args.only in (None, "echo"):
+            for workers in (1, 2):
+                runs.append(bench_echo(workers, args.connections, args.round_trips))
+                show(runs[-1:], f"run {run + 1}")
+        if args.only in (None, "chat"):
+            for setup in ("in-process", "redis, 1 process", "redis, 2 workers"):
+                runs.append(bench_chat(setup, args.members, args.seconds))
+                show(runs[-1:], f"run {run + 1}")
+    medians = median_by_setup(runs)
+    print(f"medians of {args.runs} run(s); load average {os.getloadavg()[0]:.1f}")
+    show(medians, "median")
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        document = {"runs": runs, "medians": medians, "load_average": os.getloadavg()[0]}
+        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+def median_by_setup(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per (workload, server): the median of each figure over the runs."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for result in runs:
+        groups.setdefault((result["workload"], result["server"]), []).append(result)
+    return [
+        {
+            # Counts (lines said, deliveries) show their smallest: a lost delivery stays visible.
+            key: statistics.median(r[key] for r in group)
+            if isinstance(value, float)
+            else min(r[key] for r in group)
+            if isinstance(value, int)
+            else value
+            for key, value in group[0].items()
+        }
+        for group in groups.values()
+    ]
 
 
 if __name__ == "__main__":
