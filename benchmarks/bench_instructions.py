@@ -112,7 +112,8 @@ def run_once(workload: str, driver: str, reads: int) -> None:
 
 def count(tree: Path, workload: str, driver: str, reads: int) -> int:
     """Instructions of one run under callgrind (the interpreter's start-up included)."""
-    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{HERE / 'suite'}")
+    # A fixed hash seed: dict and set work depends on it, by a few percent between runs.
+    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{HERE / 'suite'}", PYTHONHASHSEED="0")
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     command += [sys.executable, __file__, "--run", workload, driver, str(reads)]
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stderr
