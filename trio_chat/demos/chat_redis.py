@@ -24,6 +24,8 @@ the fan-out to them (:meth:`Room.broadcast`), run by four tasks:
   tells them again: pub/sub does not keep what was said meanwhile.
 * **outbox**: the one task that writes this process's joins, messages, renames, leaves and
   renewals, one at a time, so a member's lines reach the channel in the order it sent them.
+  When 256 writes wait in it, a member's hook waits for room (backpressure, in turn with the
+  others), and is told its line was not sent after 5 seconds.
 * **renewer**: every *nick_ttl* / 3 seconds, extends the keys of this process's members (one
   script for all); a key that is gone (Redis restarted) is claimed again.
 * **reaper**: every *reap_interval* seconds, one script removes the nicks whose key expired and
