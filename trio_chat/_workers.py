@@ -21,6 +21,7 @@ and of a worker (a fresh interpreter: multiprocessing's "spawn")::
 
     trio.run in the worker process
     ├── stop watcher              SIGINT/SIGTERM, or the supervisor gone: set shutdown_event
+    │                             (orphaned and still running stop_timeout later: exit)
     └── your main(worker)         serve with shutdown_event=worker.shutdown_event, return
 """
 
@@ -139,6 +140,8 @@ def run_workers(
       delay. Its traceback, if any, is on its standard error.
     * More than *max_restarts* crashes within *restart_window* seconds: the other workers are
       stopped as above and :exc:`WorkerCrashError` is raised.
+    * A worker whose supervisor is gone (killed with SIGKILL, say) sets its own
+      ``shutdown_event``, and exits if it is still running *stop_timeout* seconds later.
 
     Args:
         main: the async function each worker runs, given its :class:`Worker`.
