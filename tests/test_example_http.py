@@ -466,4 +466,6 @@ async def test_98_clients_posting_1_mib_forms_cost_little_and_block_no_one() -> 
     )
     assert answered == FORM_CLIENTS
     assert growth < FORM_RSS_LIMIT
-    assert max(times) < 1.0
+    # The figure is printed; the bound only catches a blocked event loop (the bug: 30 s). A wide
+    # bound: CI machines are shared and run four suites at once.
+    assert max(times) < 5.0

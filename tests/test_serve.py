@@ -818,7 +818,9 @@ async def test_cancelling_the_server_closes_every_connection_promptly() -> None:
             started = time.perf_counter()
             nursery.cancel_scope.cancel()
         elapsed = time.perf_counter() - started
-        assert elapsed < 1.0, f"closing 100 connections took {elapsed:.2f} s"
+        # Not a speed goal (those are benchmarks): the bug this catches is a close that waits
+        # on its peers (seconds each). CI runs four suites at once on two cores: a wide bound.
+        assert elapsed < 5.0, f"closing 100 connections took {elapsed:.2f} s"
         for client in clients:  # every peer sees EOF: the server closed its socket
             assert await client.receive_some() == b""
             await client.aclose()
@@ -1845,6 +1847,8 @@ async def test_slowloris_from_many_addresses_is_cut_while_a_healthy_client_is_se
         f"{cut} cut by frame_timeout={frame_timeout}; {len(times)} healthy exchanges "
         f"meanwhile, the slowest {max(times or [0]) * 1000:.0f} ms"
     )
-    assert times and max(times) < 1.0
+    # The figure is printed (and in the how-to); the bound only catches a healthy client that
+    # waits for the attackers (the bug: forever). A wide bound: CI machines are shared.
+    assert times and max(times) < 5.0
     assert cut == attackers
     assert log.count("(frame_timeout)") == attackers
