@@ -71,6 +71,12 @@ _GRACEFUL_CLOSE_TIMEOUT: Final = 2.0
 # cannot keep the connection; the graceful-close timeout bounds the time.
 _LINGER_BYTES: Final = 1024 * 1024
 _LINGER_READ: Final = 65536
+# How long a lingering close waits for more input once the peer has gone quiet: what was in
+# flight when we stopped reading arrives within a round trip (well under a millisecond on a
+# LAN, rarely over 200 ms across continents); a peer that keeps its side open without sending
+# (many clients wait for the server to close first) should not hold the connection for the
+# whole graceful-close timeout.
+_LINGER_QUIET: Final = 0.2
 
 # How long the replies pushed before a hook raised may take to write when no idle_timeout is
 # set: the same two seconds, for the same reasons; the error propagates after it either way.
@@ -605,7 +611,11 @@ async def _close_stream(stream: trio.abc.Stream | None, *, graceful: bool) -> No
                     # streams say, lose nothing by closing with input unread.)
                     await stream.send_eof()
                     budget = _LINGER_BYTES
-                    while budget > 0 and (data := await stream.receive_some(_LINGER_READ)):
+                    while budget > 0:
+                        with trio.move_on_after(_LINGER_QUIET) as quiet:
+                            data = await stream.receive_some(_LINGER_READ)
+                        if quiet.cancelled_caught or not data:
+                            break  # quiet, or the peer's EOF: nothing unread is left
                         budget -= len(data)
                 await stream.aclose()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
