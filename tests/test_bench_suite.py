@@ -29,6 +29,7 @@ PROTOCOL_SERVERS = ["trio_chat", "trio_chat_framed", "raw_trio"]
 TOOLS = {"resp": "redis-benchmark", "http": "ab", "smtp": None}
 
 
+@pytest.mark.heavy
 def test_smoke_run_counts_match(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     cmd = [sys.executable, str(SUITE / "run_suite.py"), "--size", "smoke", "--runs", "1"]
@@ -51,6 +52,7 @@ def test_smoke_run_counts_match(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("workload", ["resp", "http", "smtp"])
+@pytest.mark.heavy
 def test_protocol_workload_runs_end_to_end(workload: str, tmp_path: Path) -> None:
     """Check, then every figure of the workload, with a real client, against each server."""
     tool = TOOLS[workload]

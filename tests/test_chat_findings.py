@@ -24,7 +24,7 @@ import trio_chat
 from trio_chat import AsyncChat
 from trio_chat.testing import byte_by_byte, every_split, exchange
 
-TIMEOUT = 10  # seconds; every test is bounded by it (virtual seconds under autojump_clock)
+TIMEOUT = 30  # seconds; every test is bounded by it (virtual seconds under autojump_clock)
 
 
 class BoomError(Exception):

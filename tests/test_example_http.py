@@ -409,6 +409,7 @@ def memory_kib(pid: int) -> dict[str, int]:
     return fields
 
 
+@pytest.mark.heavy
 async def test_98_clients_posting_1_mib_forms_cost_little_and_block_no_one() -> None:
     if not PROC:
         pytest.skip("needs /proc to measure the server's memory")

@@ -806,6 +806,7 @@ async def test_log_volume_under_a_connection_flood_is_bounded(
 # ------------------------------------------------------------------ cancellation and shutdown
 
 
+@pytest.mark.heavy
 async def test_cancelling_the_server_closes_every_connection_promptly() -> None:
     with trio.fail_after(TIMEOUT):
         clients: list[trio.SocketStream] = []
@@ -1489,6 +1490,7 @@ def assert_memory_bounded(server: ServerProcess, what: str, limit: int = RSS_GRO
     assert growth < limit
 
 
+@pytest.mark.heavy
 async def test_flood_of_requests_without_reading_memory_stays_bounded(
     line_server: ServerProcess,
 ) -> None:
@@ -1655,6 +1657,7 @@ def line_server_process(*args: str) -> Iterator[LineServer]:
                 process.communicate(timeout=TIMEOUT)
 
 
+@pytest.mark.heavy
 async def test_thousand_clients_hundred_round_trips_each_with_the_defaults() -> None:
     clients, trips = 1000, 100
     done = 0
@@ -1763,6 +1766,7 @@ def shutdown_run() -> ShutdownRun:
     return run
 
 
+@pytest.mark.heavy
 def test_graceful_shutdown_of_1000_streaming_clients_delivers_every_queued_reply(
     shutdown_run: ShutdownRun,
 ) -> None:
@@ -1776,6 +1780,7 @@ def test_graceful_shutdown_of_1000_streaming_clients_delivers_every_queued_reply
     assert f"{run.clients} connection(s) closed cleanly, 0 cancelled" in run.log  # ...all of them
 
 
+@pytest.mark.heavy
 def test_graceful_shutdown_of_1000_streaming_clients_ends_each_with_eof_not_a_reset(
     shutdown_run: ShutdownRun,
 ) -> None:
@@ -1796,6 +1801,7 @@ def loopback_aliases_work() -> bool:
 
 
 @pytest.mark.skipif(not loopback_aliases_work(), reason="127.0.0.x beyond .1 not routed here")
+@pytest.mark.heavy
 async def test_slowloris_from_many_addresses_is_cut_while_a_healthy_client_is_served() -> None:
     # The documented defences (docs/howto-timeouts.rst), with a frame_timeout short enough for
     # a test. Attackers start a line and send a byte of it every second, which idle_timeout
