@@ -225,8 +225,8 @@ def echo_load(port: int, connections: int, round_trips: int) -> tuple[float, lis
 def bench_echo(workers: int, connections: int, round_trips: int) -> dict[str, Any]:
     with reserved_port() as port:
         server = Server([__file__, "--serve-echo", str(workers), str(port)])
-        server.worker_pids(workers)
         try:
+            server.worker_pids(workers)
             cpu_before = server.cpu()
             elapsed, latencies = echo_load(port, connections, round_trips)
             cpu = server.cpu() - cpu_before
@@ -338,16 +338,19 @@ def bench_chat(setup: str, members: int, seconds: float) -> dict[str, Any]:
         args += ["--redis", f"redis://{HOST}:{redis_port}/0"]
     try:
         with reserved_port() as reserved:
-            if setup == "redis, 2 workers":
-                # Workers listen beside the reserved socket (SO_REUSEPORT); they print pids.
-                server = Server([*args, "--port", str(reserved), "--workers", "2"])
-                server.worker_pids(2)
-                port = reserved
-            else:
-                # One process listens without SO_REUSEPORT: a port of its own, from its banner.
-                server = Server([*args, "--port", "0"])
-                port = server.banner_port()
+            workers = setup == "redis, 2 workers"
+            # Workers listen beside the reserved socket (SO_REUSEPORT) and print their pids;
+            # one process listens without SO_REUSEPORT, on a port of its own (from its banner).
+            port_option = str(reserved) if workers else "0"
+            server = Server(
+                [*args, "--port", port_option, *(["--workers", "2"] if workers else [])]
+            )
             try:
+                if workers:
+                    server.worker_pids(2)
+                    port = reserved
+                else:
+                    port = server.banner_port()
                 cpu_before = server.cpu()
                 redis_before = cpu_seconds(redis.pid) if redis is not None else 0.0
                 said, deliveries, latencies = trio.run(chat_load, port, members, seconds)
