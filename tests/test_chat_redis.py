@@ -28,10 +28,15 @@ from trio_chat.demos.chat_room import RoomUnavailableError
 # (BaseConnection.__init__ creates them; nothing closes them when connect() fails): a
 # ResourceWarning per stream when it is collected. Ours to ignore, not to fix; the fixture
 # collects them before the test ends so they are not blamed on a later one.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <function MemoryObject:pytest.PytestUnraisableExceptionWarning",
-    "ignore:Unclosed <MemoryObject:ResourceWarning",
-)
+pytestmark = [
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <function MemoryObject"
+        ":pytest.PytestUnraisableExceptionWarning",
+        "ignore:Unclosed <MemoryObject:ResourceWarning",
+    ),
+    # A redis-server per test and nick expiries measured in seconds: run once in CI (.ci/run).
+    pytest.mark.heavy,
+]
 
 TIMEOUT = 60  # seconds for a whole test: a bound for hangs, with room for a loaded machine
 # Long enough that a live room renews its nicks in time even on a loaded machine (every

@@ -18,6 +18,9 @@ from redis_server import RedisServer, redis_server
 from server_process import ServerProcess
 from worker_helpers import reserved_port, wait_for_stderr
 
+# Server and worker processes, timing on a shared machine: run once in CI (.ci/run).
+pytestmark = pytest.mark.heavy
+
 pytest.importorskip("coredis", reason="the Redis room needs coredis: pip install trio-chat[redis]")
 
 # Seconds for a whole test: processes start in about half a second each; the rest is room for

@@ -23,6 +23,9 @@ from worker_helpers import HOST, reserved_port, wait_for_stderr
 from trio_chat import Worker, open_tcp_listeners_reuseport, run_workers
 from trio_chat._reuseport import check_reuseport_supported
 
+# Server and worker processes, timing on a shared machine: run once in CI (.ci/run).
+pytestmark = pytest.mark.heavy
+
 APP = str(Path(__file__).parent / "workers_app.py")
 # Seconds for a whole process test (each worker starts in about half a second): a bound for
 # hangs, with room for a loaded machine.
