@@ -169,6 +169,7 @@ async def test_a_member_cannot_forge_a_line_from_another() -> None:
             assert await alice.hear() == "* here: alice, mallory"
 
 
+@pytest.mark.heavy
 async def test_a_reader_that_stops_reading_is_cut_off_and_the_room_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
