@@ -80,9 +80,10 @@ async def test_frame_timeout_cuts_a_byte_at_a_time_and_keeps_the_bytes(
                 await receive(framed, how)
             elapsed = trio.current_time() - started
             nursery.cancel_scope.cancel()
-    assert 30.0 <= elapsed <= 35.0  # from the first byte
-    assert framed.buffered == 6  # a byte at 0, 5, ..., 25 s: every one stays readable
-    assert await framed.receive_some() == b"y" * 6
+        assert 30.0 <= elapsed <= 35.0  # from the first byte
+        assert framed.buffered == 6  # a byte at 0, 5, ..., 25 s: every one stays readable
+        await client.aclose()
+        assert await rest(framed) == b"y" * 6
 
 
 @pytest.mark.parametrize("how", HOWS)
@@ -116,12 +117,23 @@ async def test_frame_timeout_leaves_the_pause_between_frames_alone(
     framed = FramedStream(server)
     framed.frame_timeout = 5.0
     frame = b"x" * 1000 if how == "exactly" else b"abc\r\n"
-    with trio.fail_after(1000):
-        await client.send_all(frame)
-        await receive(framed, how)
-        await trio.sleep(60)
+    expected = [frame[:3]] if how == "frames" else frame[:1000] if how == "exactly" else b"abc"
+
+    async def send_later(delay: float) -> None:
+        await trio.sleep(delay)
         await client.send_all(frame)  # a whole frame at once, after a pause
-        await receive(framed, how)
+
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            await client.send_all(frame)
+            assert await receive(framed, how) == expected
+            # The caller waits for the next frame, and the peer is quiet for a minute.
+            nursery.start_soon(send_later, 60)
+            assert await receive(framed, how) == expected
+            # The caller comes back late; the frame is waiting in the wrapped stream.
+            nursery.start_soon(send_later, 0)
+            await trio.sleep(60)
+            assert await receive(framed, how) == expected
 
 
 @pytest.mark.parametrize("how", HOWS)
