@@ -43,7 +43,10 @@ _HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63
 
 
 def _log(line: str) -> None:
-    print(line, flush=True)
+    # One write for the line and its newline: print() writes them separately when stdout is
+    # unbuffered (PYTHONUNBUFFERED), and the lines of two workers sharing a pipe interleave.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 _ServedContext = AbstractAsyncContextManager["Served"]
@@ -422,11 +425,10 @@ async def serve_demo(
                 hint = demo.connect.format(
                     host=host, port=port, url_host=f"[{host}]" if ":" in host else host
                 )
-                print(
+                _log(
                     f"trio_chat {args.demo} server ({demo.help}) on "
                     f"{' and '.join(address(*name) for name in names)}; "
-                    f"connect with: {hint}   (Ctrl-C stops it)",
-                    flush=True,
+                    f"connect with: {hint}   (Ctrl-C stops it)"
                 )
                 task_status.started(listeners)
                 if tracer is not None:
@@ -445,7 +447,7 @@ async def _worker_main(args: argparse.Namespace, worker: Worker) -> None:
     """One of ``--workers N`` processes: the demo, on the port the others share."""
     run = Run()
     await serve_demo(args, run, stop=worker.shutdown_event)
-    print(f"worker {worker.number} stopped; served {run.served} connection(s)", flush=True)
+    _log(f"worker {worker.number} stopped; served {run.served} connection(s)")
 
 
 def _usage_problem(args: argparse.Namespace) -> str | None:
