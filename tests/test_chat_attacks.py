@@ -72,6 +72,7 @@ class Chat(AsyncChat):
         self.collected = 0
         self.lost: list[BaseException | None] = []
         self.lost_at: float | None = None
+        self.ended = trio.Event()  # connection_lost() was called
 
     def collect_incoming_data(self, data: bytes) -> None:
         self.collected += len(data)
@@ -90,6 +91,7 @@ class Chat(AsyncChat):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost.append(exc)
         self.lost_at = trio.current_time()
+        self.ended.set()
 
 
 ChatT = TypeVar("ChatT", bound=Chat)
@@ -1049,6 +1051,32 @@ async def test_a_steady_stream_of_pushes_during_start_tls_never_leaks_plaintext(
     assert re.findall(rb"P\d{5}\r\n", bytes(wire.sent)) == plain  # no plaintext after it
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="ATTACK finding D (REQUESTS.md): idle_timeout does not bound the TLS handshake of "
+    "start_tls(): a peer that asks for STARTTLS and then says nothing holds the connection",
+)
+async def test_idle_timeout_bounds_a_start_tls_handshake_the_peer_never_begins(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, server = trio.testing.memory_stream_pair()
+    chat = StartTLS(server)
+    chat.idle_timeout = 10.0
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat.run)
+            await client.send_all(b"STARTTLS\r\n")
+            assert await read_line(client) == b"220 go ahead\r\n"
+            started = trio.current_time()
+            with trio.move_on_after(10 * chat.idle_timeout):
+                await chat.ended.wait()  # no ClientHello, ever
+            nursery.cancel_scope.cancel()
+    assert len(chat.lost) == 1
+    assert isinstance(chat.lost[0], trio.TooSlowError)
+    assert chat.lost_at is not None
+    assert chat.lost_at - started <= 2 * chat.idle_timeout
+
+
 @pytest.mark.parametrize("control", ["close", "close_when_done"])
 async def test_a_control_from_another_task_during_start_tls_never_hangs(control: str) -> None:
     with trio.fail_after(TIMEOUT):
@@ -1135,7 +1163,7 @@ class Quit(Chat):
         self.producer = producer
         self.quit_at: float | None = None
 
-    def answer(self, frame: bytes) -> None:
+    def answer(self, frame: bytes) -> Awaitable[None] | None:
         if frame == b"QUIT":
             if self.producer:
                 self.push_with_producer(
@@ -1147,6 +1175,7 @@ class Quit(Chat):
             self.quit_at = trio.current_time()
         else:
             super().answer(frame)
+        return None
 
 
 @pytest.mark.parametrize("producer", [False, True], ids=["push", "producer"])
@@ -1166,6 +1195,63 @@ async def test_pipelined_input_after_quit_never_turns_into_a_reset(
             assert received == b"A\n" + reply
             await client.send_eof()  # the lingering close waits for it
             await served.done.wait()
+    assert served.outcomes == [None]
+    assert served.chats[0].lost == [None]
+
+
+class QuitAfterStartTLS(Quit):
+    def answer(self, frame: bytes) -> Awaitable[None] | None:
+        if frame == b"STARTTLS":
+            self.push(b"220 go ahead\r\n")
+            return self.start_tls(tls_contexts()[0])
+        super().answer(frame)
+        return None
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "plain",
+        pytest.param(
+            "tls",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="ATTACK finding E (REQUESTS.md): no lingering close over TLS: the "
+                "unread pipelined input turns the close into a reset that destroys the reply",
+            ),
+        ),
+        pytest.param(
+            "starttls",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="ATTACK finding E (REQUESTS.md): no lingering close after start_tls()",
+            ),
+        ),
+    ],
+)
+async def test_pipelined_input_after_quit_never_turns_into_a_reset_over_tls(mode: str) -> None:
+    # The client reads only once the server is done: whatever reset the close caused has
+    # arrived by then, and makes the client's kernel throw the unread reply away.
+    reply = b"r" * 60_000  # small enough for the socket buffers: the server finishes alone
+
+    def factory(stream: trio.SocketStream) -> Quit:
+        if mode == "tls":
+            return Quit(trio.SSLStream(stream, tls_contexts()[0], server_side=True), reply, False)
+        return QuitAfterStartTLS(stream, reply, False)
+
+    served = Served(factory)
+    with trio.fail_after(TIMEOUT):
+        async with serving(served) as raw:
+            stream: trio.abc.Stream = raw
+            if mode != "plain":
+                if mode == "starttls":
+                    await raw.send_all(b"STARTTLS\n")
+                    assert await read_line(raw) == b"220 go ahead\r\n"
+                stream = trio.SSLStream(raw, tls_contexts()[1], server_hostname="localhost")
+            await stream.send_all(b"QUIT\n" + b"pipelined\n" * 10_000)  # 100 KB: buffered
+            await raw.send_eof()  # all the client has to say (what a lingering close waits for)
+            await served.done.wait()
+            assert await read_all(stream) == reply  # then EOF, no BrokenResourceError
     assert served.outcomes == [None]
     assert served.chats[0].lost == [None]
 
