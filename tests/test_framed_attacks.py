@@ -22,7 +22,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from trio_chat import FramedStream, FrameTooLongError, IncompleteFrameError
+from trio_chat import Delimiter, FramedStream, FrameTooLongError, IncompleteFrameError
 from trio_chat.testing import byte_by_byte, every_split, open_peer
 
 TIMEOUT = 30  # seconds; the bound of every test that runs on the real clock (a loaded CI)
@@ -224,6 +224,28 @@ async def test_10_mib_without_a_delimiter_raise_frame_too_long_with_bounded_memo
             assert await framed.receive_some(held) == data[:held]
             await client.aclose()
             assert await rest(framed) == data[held:]
+
+
+@pytest.mark.parametrize("kind", ["bytes", "tuple", "regex", "long bytes"])
+async def test_a_frame_refused_as_too_long_can_be_taken_with_a_higher_limit(kind: str) -> None:
+    # A long but legitimate frame: the handler that decides to accept it loses nothing.
+    cases: dict[str, tuple[Delimiter, bytes]] = {
+        "bytes": (b"\n", b"\n"),
+        "tuple": ((b"\r\n", b"\n"), b"\r\n"),
+        "regex": (re.compile(rb"\r?\n"), b"\r\n"),
+        "long bytes": (b"--end--", b"--end--"),
+    }
+    delimiter, end = cases[kind]
+    client, server = trio.testing.memory_stream_pair()
+    framed = FramedStream(server)
+    long_frame = bytes(range(256)).replace(b"\n", b"").replace(b"\r", b"") * 400  # 100 KB
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all, long_frame + end + b"next" + end)
+            with pytest.raises(FrameTooLongError):
+                await framed.receive_until(delimiter)
+            assert await framed.receive_until(delimiter, max_bytes=200_000) == long_frame
+            assert await framed.receive_until(delimiter) == b"next"
 
 
 async def test_10_mib_without_a_delimiter_over_loopback() -> None:
