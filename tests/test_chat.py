@@ -12,6 +12,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from stream_helpers import read_all
 
 import trio_chat
 from trio_chat import AsyncChat, FrameTooLongError, simple_producer
@@ -44,13 +45,6 @@ class Lines(AsyncChat):
     def handle_close(self) -> None:
         self.closed_by_peer = True
         super().handle_close()
-
-
-async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
-    out = bytearray()
-    while data := await stream.receive_some():
-        out += data
-    return bytes(out)
 
 
 async def test_echo_over_memory_streams() -> None:

@@ -26,6 +26,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 import trustme
+from stream_helpers import read_all, stalled_pair
 
 from trio_chat import AsyncChat, FrameTooLongError
 from trio_chat.testing import byte_by_byte, every_split, exchange
@@ -39,23 +40,6 @@ class BoomError(Exception):
 
 
 # ------------------------------------------------------------------------------------ helpers
-
-
-def stalled_pair() -> tuple[trio.StapledStream[Any, Any], trio.StapledStream[Any, Any]]:
-    """(client, server): the server's input is buffered without limit, its writes wait until
-    the client reads them (a client that never reads stalls them for good)."""
-    to_server_send, to_server_receive = trio.testing.memory_stream_one_way_pair()
-    to_client_send, to_client_receive = trio.testing.lockstep_stream_one_way_pair()
-    client = trio.StapledStream(to_server_send, to_client_receive)
-    server = trio.StapledStream(to_client_send, to_server_receive)
-    return client, server
-
-
-async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
-    out = bytearray()
-    while data := await stream.receive_some():
-        out += data
-    return bytes(out)
 
 
 class Chat(AsyncChat):

@@ -19,6 +19,7 @@ import trio.lowlevel
 import trio.testing
 import trustme
 from chat_model import RecordingStream
+from stream_helpers import read_all, stalled_pair
 
 import trio_chat
 from trio_chat import AsyncChat
@@ -29,23 +30,6 @@ TIMEOUT = 30  # seconds; every test is bounded by it (virtual seconds under auto
 
 class BoomError(Exception):
     pass
-
-
-def stalled_pair() -> tuple[trio.StapledStream[Any, Any], trio.StapledStream[Any, Any]]:
-    """(client, server): input to the server is buffered, but the server's writes wait until
-    the client reads them (a peer that stops reading stalls them)."""
-    to_server_send, to_server_receive = trio.testing.memory_stream_one_way_pair()
-    to_client_send, to_client_receive = trio.testing.lockstep_stream_one_way_pair()
-    client = trio.StapledStream(to_server_send, to_client_receive)
-    server = trio.StapledStream(to_client_send, to_server_receive)
-    return client, server
-
-
-async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
-    out = bytearray()
-    while data := await stream.receive_some():
-        out += data
-    return bytes(out)
 
 
 async def crlf_line(stream: trio.abc.ReceiveStream) -> bytes:

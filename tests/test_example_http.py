@@ -14,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 from server_process import ServerProcess, probe_in_a_process, talk
+from stream_helpers import read_all
 
 from trio_chat.demos import http
 from trio_chat.demos.http import FormSummary, HttpRequestHandler
@@ -60,13 +61,6 @@ def responses(data: bytes, methods: str = "") -> Iterator[Response]:
         body, rest = rest[:size], rest[size:]
         assert len(body) == size, "truncated body"
         yield Response(int(status), reason, headers, body)
-
-
-async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
-    out = bytearray()
-    while data := await stream.receive_some():
-        out += data
-    return bytes(out)
 
 
 async def exchange(*pieces: bytes, eof: bool = True) -> tuple[bytes, list[str]]:

@@ -20,17 +20,11 @@ import trio
 import trio.testing
 from server_process import TIMEOUT, ServerProcess, talk
 from serving_helpers import LineReader, reset_on_close
+from stream_helpers import read_all
 
 import trio_chat
 
 TUTORIAL = Path(__file__).parent.parent / "examples" / "tutorial"
-
-
-async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
-    out = bytearray()
-    while data := await stream.receive_some():
-        out += data
-    return bytes(out)
 
 
 async def read_until(stream: trio.abc.ReceiveStream, end: bytes) -> bytes:
